@@ -1,0 +1,1 @@
+"""The local platform: SageMaker's contracts honoured by local processes and files under MLOPS_HOME."""

@@ -1,0 +1,217 @@
+"""The local endpoint: `python -m serve` in the background, deployed with a guarded switch.
+
+deploy(version):
+  1. start the candidate on a scratch port and wait for GET /ping (the hosting contract's health check);
+  2. smoke-test it with held-out test images over real HTTP;
+  3. only then switch: stop the serving process, start the candidate on the endpoint port, check it again;
+  4. if anything fails, the previous version keeps (or goes back to) serving, and the deploy reports failure.
+
+State (`<home>/endpoint/state.json`): version, pid, port, URL, model dir, log path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra.errors import DeployFailed, MlopsError, UsageError
+from infra.local import process
+from infra.local.files import read_json, write_json_atomic
+from infra.platform import EndpointStatus
+
+READY_TIMEOUT = 90.0
+
+
+@dataclass
+class Sample:
+    body: bytes
+    content_type: str
+    label: str
+
+
+def http(url: str, body: bytes | None = None, content_type: str | None = None, timeout: float = 60.0
+         ) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 -- our own http URL
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            payload = json.loads(exc.read() or b"{}")
+        except json.JSONDecodeError:
+            payload = {"error": exc.reason}
+        return exc.code, payload
+
+
+Send = Callable[[bytes, str], tuple[int, dict[str, Any]]]
+
+
+def http_sender(url: str) -> Send:
+    return lambda body, content_type: http(f"{url}/invocations", body, content_type)
+
+
+def smoke_test(send: Send, samples: list[Sample], classes: list[str] | None = None) -> dict[str, Any]:
+    """Send each sample; ok when every answer is a 200 with labels the model knows."""
+    latencies, correct, errors = [], 0, []
+    for sample in samples:
+        tick = time.perf_counter()
+        try:
+            status, payload = send(sample.body, sample.content_type)
+        except (OSError, MlopsError) as exc:
+            errors.append(f"request failed: {exc}")
+            continue
+        latencies.append((time.perf_counter() - tick) * 1000)
+        if status != 200:
+            errors.append(f"HTTP {status}: {payload.get('error', payload)}")
+            continue
+        try:
+            top = payload["predictions"][0]["top_k"][0]["label"]
+        except (KeyError, IndexError, TypeError):
+            errors.append(f"malformed answer: {str(payload)[:200]}")
+            continue
+        if classes is not None and top not in classes:
+            errors.append(f"unknown label {top!r}")
+        correct += top == sample.label
+    latencies.sort()
+    return {
+        "ok": not errors and bool(samples), "images": len(samples), "errors": errors[:5],
+        "accuracy": correct / len(samples) if samples else 0.0,
+        "p50_ms": latencies[len(latencies) // 2] if latencies else None,
+        "max_ms": latencies[-1] if latencies else None,
+    }
+
+
+class LocalEndpoint:
+    def __init__(self, root: Path, host: str, port: int) -> None:
+        self.root = root
+        self.host = host
+        self.port = port
+        self.state_path = root / "state.json"
+
+    def url(self, port: int | None = None) -> str:
+        return f"http://{self.host}:{port or self.port}"
+
+    def state(self) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = read_json(self.state_path, None)
+        return data
+
+    def status(self) -> EndpointStatus:
+        state = self.state()
+        if state is None:
+            return EndpointStatus(False, False, None, None, detail="no local endpoint; deploy a version first")
+        running = process.alive(state["pid"]) and process.is_serve_process(state["pid"])
+        healthy = False
+        if running:
+            try:
+                healthy = http(f"{state['url']}/ping", timeout=2)[0] == 200
+            except OSError:
+                healthy = False
+        detail = "serving" if healthy else ("not answering /ping" if running else "process is not running")
+        return EndpointStatus(running, healthy, state["version"], state["url"], state["pid"],
+                              Path(state["log"]), detail)
+
+    def _start(self, model_dir: Path, port: int, log: Path) -> int:
+        argv = [sys.executable, "-m", "serve", "serve", "--model-dir", str(model_dir),
+                "--host", self.host, "--port", str(port)]
+        with log.open("a") as fh:
+            fh.write(f"--- {datetime.now(UTC).isoformat(timespec='seconds')} starting {model_dir} on port {port}\n")
+        return process.spawn_detached(argv, log, os.environ)
+
+    def _wait_ready(self, pid: int, port: int, log: Path, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not process.alive(pid):
+                raise DeployFailed(f"the server exited before answering /ping: {process.tail(log)}")
+            try:
+                if http(f"{self.url(port)}/ping", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        process.terminate(pid)
+        raise DeployFailed(f"the server did not answer /ping within {timeout:.0f}s: {process.tail(log)}")
+
+    def _launch(self, version: int, model_dir: Path, port: int) -> tuple[int, Path]:
+        log = self.root / "logs" / f"v{version}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        pid = self._start(model_dir, port, log)
+        self._wait_ready(pid, port, log)
+        return pid, log
+
+    def deploy(self, version: int, model_dir: Path, samples: list[Sample], classes: list[str]) -> dict[str, Any]:
+        """Guarded switch to `version`; raises DeployFailed with the previous version still serving."""
+        current = self.state()
+        if current is None or not process.alive(current["pid"]):
+            if not process.port_free(self.host, self.port):
+                raise UsageError(f"port {self.port} is in use by another program; "
+                                 "free it or set MLOPS_ENDPOINT_PORT to another port")
+        # 1-2: the candidate on a scratch port, smoke-tested before it can take traffic.
+        scratch = process.free_port(self.host)
+        pid, _log = self._launch(version, model_dir, scratch)
+        try:
+            smoke = smoke_test(http_sender(self.url(scratch)), samples, classes)
+        finally:
+            process.terminate(pid)
+        if not smoke["ok"]:
+            raise DeployFailed(f"candidate v{version} failed its smoke test on {smoke['images']} held-out "
+                               f"images: {'; '.join(smoke['errors']) or 'no answer'}")
+        # 3: the switch.
+        if current is not None:
+            process.terminate(current["pid"])
+        try:
+            pid, log = self._launch(version, model_dir, self.port)
+            check = smoke_test(http_sender(self.url()), samples[:2], classes)
+            if not check["ok"]:
+                process.terminate(pid)
+                raise DeployFailed(f"v{version} failed its check after the switch: {'; '.join(check['errors'])}")
+        except DeployFailed as exc:
+            restored = self._restore(current)
+            raise DeployFailed(f"{exc}; {restored}") from None
+        self._write_state(version, pid, model_dir, log)
+        return smoke
+
+    def _restore(self, previous: dict[str, Any] | None) -> str:
+        """Bring back what served before the switch (from the endpoint's own state, not the registry)."""
+        if previous is None:
+            self.state_path.unlink(missing_ok=True)
+            return "no previous version to restore; the endpoint is down"
+        version, model_dir = int(previous["version"]), Path(previous["model_dir"])
+        try:
+            pid, log = self._launch(version, model_dir, self.port)
+        except DeployFailed as exc:
+            self.state_path.unlink(missing_ok=True)
+            return f"restoring v{version} failed too: {exc}"
+        self._write_state(version, pid, model_dir, log)
+        return f"v{version} restored and serving"
+
+    def _write_state(self, version: int, pid: int, model_dir: Path, log: Path) -> None:
+        write_json_atomic(self.state_path, {
+            "version": version, "pid": pid, "host": self.host, "port": self.port, "url": self.url(),
+            "model_dir": str(model_dir), "log": str(log),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+
+    def stop(self) -> int | None:
+        state = self.state()
+        if state is None:
+            return None
+        process.terminate(state["pid"])
+        self.state_path.unlink(missing_ok=True)
+        return int(state["version"])
+
+    def invoke(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+        status = self.status()
+        if not status.healthy or status.url is None:
+            raise UsageError(f"the local endpoint is not serving ({status.detail}); deploy with `mlops deploy --local`")
+        return http(f"{status.url}/invocations", body, content_type)

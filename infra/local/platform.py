@@ -1,0 +1,123 @@
+"""LocalPlatform: the platform protocol on this machine (subprocess jobs, file registry, local endpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from infra.errors import DeployFailed, UsageError
+from infra.local.endpoint import LocalEndpoint, Sample
+from infra.local.files import read_json
+from infra.local.jobs import load_result, prepare_job_dir, run_job
+from infra.local.registry import APPROVED, PENDING, REJECTED, LocalRegistry
+from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
+
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def held_out_samples(data_dir: Path | None, count: int, classes: list[str]) -> list[Sample]:
+    """Up to `count` test images, taken round-robin across classes so every class is exercised."""
+    test = data_dir / "test" if data_dir else None
+    if test is None or not test.is_dir():
+        return []
+    per_class = {c: sorted(p for p in (test / c).iterdir() if p.suffix.lower() in IMAGE_TYPES)
+                 for c in classes if (test / c).is_dir()}
+    samples: list[Sample] = []
+    row = 0
+    while len(samples) < count and any(row < len(files) for files in per_class.values()):
+        for cls, files in per_class.items():
+            if row < len(files) and len(samples) < count:
+                path = files[row]
+                samples.append(Sample(path.read_bytes(), IMAGE_TYPES[path.suffix.lower()], cls))
+        row += 1
+    return samples
+
+
+class LocalPlatform:
+    name = "local"
+
+    def __init__(self, home: Path, *, host: str = "127.0.0.1", port: int = 8080, smoke_images: int = 16) -> None:
+        self.home = home
+        self.jobs_root = home / "jobs"
+        self.registry = LocalRegistry(home / "registry")
+        self.endpoint = LocalEndpoint(home / "endpoint", host, port)
+        self.smoke_images = smoke_images
+
+    # training
+    def train(self, spec: TrainingSpec, on_line: LineSink) -> TrainingResult:
+        job_dir = prepare_job_dir(self.jobs_root, spec)
+        return run_job(job_dir, spec, on_line)
+
+    def resume(self, job_name: str, on_line: LineSink) -> TrainingResult:
+        job = read_json(self.jobs_root / job_name / "job.json", None)
+        if job is None:
+            raise UsageError(f"no local training job named {job_name!r} under {self.jobs_root}")
+        hyperparameters = read_json(self.jobs_root / job_name / "input/config/hyperparameters.json", {})
+        spec = TrainingSpec(job_name, hyperparameters, Path(job["data"]), job["code_version"])
+        return run_job(self.jobs_root / job_name, spec, on_line)
+
+    def job(self, job_name: str) -> TrainingResult:
+        return load_result(self.jobs_root, job_name)
+
+    def job_data(self, job_name: str) -> Path | None:
+        job = read_json(self.jobs_root / job_name / "job.json", None)
+        return Path(job["data"]) if job else None
+
+    # registry
+    def register(self, result: TrainingResult, decision: dict[str, Any]) -> ModelVersion:
+        if result.model_dir is None:
+            raise UsageError(f"job {result.job_name} has no model to register ({result.failure_reason})")
+        status = APPROVED if decision.get("passed") else REJECTED
+        return self.registry.register(result.model_dir, source_job=result.job_name, status=status, gate=decision)
+
+    def register_pending(self, result: TrainingResult) -> ModelVersion:
+        if result.model_dir is None:
+            raise UsageError(f"job {result.job_name} has no model to register ({result.failure_reason})")
+        return self.registry.register(result.model_dir, source_job=result.job_name, status=PENDING, gate=None)
+
+    def versions(self) -> list[ModelVersion]:
+        return self.registry.versions()
+
+    def production(self) -> ModelVersion | None:
+        return self.registry.production()
+
+    # endpoint
+    def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:
+        target = self.registry.get(version)
+        if target.status != APPROVED:
+            raise UsageError(f"v{version} is {target.status}: only Approved versions are deployed")
+        manifest = read_json(target.model_dir / "manifest.json", {})
+        classes = list(manifest.get("classes", []))
+        samples = held_out_samples(self.job_data(target.source_job), self.smoke_images, classes)
+        if not samples:
+            raise UsageError(f"no held-out test images found for v{version} (from job {target.source_job}); "
+                             "cannot smoke-test it")
+        before = self.endpoint.state()
+        previous = int(before["version"]) if before else None
+        try:
+            smoke = self.endpoint.deploy(version, target.model_dir, samples, classes)
+        except DeployFailed as exc:
+            now = self.endpoint.state()
+            return DeployResult(False, int(now["version"]) if now else None, now["url"] if now else None,
+                                str(exc), previous_version=previous)
+        self.registry.set_production(version, action)
+        return DeployResult(True, version, self.endpoint.url(), f"v{version} is serving at {self.endpoint.url()}",
+                            smoke=smoke, previous_version=previous)
+
+    def rollback(self, to: int | None = None) -> DeployResult:
+        target = to if to is not None else self.registry.previous_production()
+        if target is None:
+            raise UsageError("nothing to roll back to: no earlier production version in the registry")
+        current = self.registry.production()
+        if current is not None and current.version == target:
+            raise UsageError(f"v{target} is already in production")
+        return self.deploy(target, action="rollback")
+
+    def endpoint_status(self) -> EndpointStatus:
+        return self.endpoint.status()
+
+    def invoke(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+        return self.endpoint.invoke(body, content_type)
+
+    def stop_endpoint(self) -> int | None:
+        return self.endpoint.stop()

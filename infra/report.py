@@ -1,0 +1,83 @@
+"""The pipeline summary: a table in the terminal, and the same content as Markdown for the GitHub job
+summary (appended to $GITHUB_STEP_SUMMARY when that is set)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from infra.pipeline import FAILED, OK, PipelineReport
+
+_STYLE = {OK: "green", FAILED: "bold red", "skipped": "dim"}
+
+
+def _wandb_line(report: PipelineReport) -> str:
+    info = report.training.wandb if report.training else None
+    if not info:
+        return "none"
+    if info.get("url"):
+        return str(info["url"])
+    where = info.get("dir", "")
+    return f"{info['id']} (offline: {where}; push with `wandb sync {where}`)"
+
+
+def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, str]]:
+    rows = []
+    if report.decision is None:
+        return rows
+    for check in report.decision.checks:
+        value = "missing" if check.value is None else f"{check.value:.4f}"
+        target = f"{check.op} {check.target:.4f}" if check.target is not None else ""
+        prod = f"{check.production:.4f}" if check.production is not None else ""
+        delta = f"{check.delta:+.4f}" if check.delta is not None else ""
+        rows.append((check.metric, check.kind, value, target, prod + (f" ({delta})" if delta else ""),
+                     "pass" if check.passed else "FAIL"))
+    return rows
+
+
+def print_report(report: PipelineReport, console: Console) -> None:
+    stages = Table(title="pipeline", title_justify="left")
+    for col in ("stage", "status", "seconds", "detail"):
+        stages.add_column(col, overflow="fold")
+    for s in report.stages:
+        stages.add_row(s.name, f"[{_STYLE.get(s.status, '')}]{s.status}[/]", f"{s.seconds:.1f}", s.detail)
+    console.print(stages)
+    if report.decision is not None:
+        before = report.production_before.label if report.production_before else "none"
+        table = Table(title=f"quality gate v{report.decision.gate_version} (production before: {before})",
+                      title_justify="left")
+        for col in ("metric", "check", "candidate", "required", "production (delta)", "result"):
+            table.add_column(col)
+        for row in _gate_rows(report):
+            table.add_row(*row[:-1], f"[{'green' if row[-1] == 'pass' else 'bold red'}]{row[-1]}[/]")
+        console.print(table)
+    console.print(f"[bold]decision:[/] {report.decision.summary if report.decision else 'none'}")
+    console.print(f"[bold]version:[/]  {report.version.label + ' (' + report.version.status + ')' if report.version else 'none'}")
+    console.print(f"[bold]W&B run:[/]  {_wandb_line(report)}")
+    console.print(f"[bold]endpoint:[/] {report.endpoint_url or 'not serving'}")
+    style = "green" if report.exit_code == 0 else "bold red"
+    console.print(f"[bold]outcome:[/]  [{style}]{report.outcome}[/]")
+
+
+def markdown(report: PipelineReport) -> str:
+    lines = ["## Pipeline", "", "| stage | status | seconds | detail |", "|---|---|---|---|"]
+    lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.detail.replace('|', '/')} |" for s in report.stages]
+    if report.decision is not None:
+        lines += ["", f"### Quality gate v{report.decision.gate_version}", "",
+                  "| metric | check | candidate | required | production (delta) | result |", "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _gate_rows(report)]
+    lines += ["", f"**Decision:** {report.decision.summary if report.decision else 'none'}",
+              f"**Version:** {report.version.label if report.version else 'none'}",
+              f"**W&B run:** {_wandb_line(report)}", f"**Endpoint:** {report.endpoint_url or 'not serving'}",
+              f"**Outcome:** {report.outcome}", ""]
+    return "\n".join(lines)
+
+
+def write_step_summary(report: PipelineReport) -> None:
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        with Path(target).open("a") as fh:
+            fh.write(markdown(report))

@@ -1,0 +1,143 @@
+"""Settings: the environment (`MLOPS_*`) plus the versioned config file `mlops.toml`.
+
+`Settings` is what varies per machine (where state lives, which port, which config file); `Config` is
+what the team reviews (gate thresholds, default hyperparameters). Both accept plain mappings so tests
+pass dicts instead of patching `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.errors import UsageError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    home: Path = Field(default=Path(".mlops"), description="local state: data, jobs, registry, endpoint")
+    config: Path | None = Field(default=None, description="path to mlops.toml")
+    project: str | None = Field(default=None, description="overrides [project].name")
+    endpoint_port: int | None = Field(default=None, ge=1, le=65535, description="local endpoint port")
+    endpoint_host: str = "127.0.0.1"
+    code_version: str | None = None
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        values = {k[len("MLOPS_"):].lower(): v for k, v in source.items() if k.startswith("MLOPS_")}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = "MLOPS_" + str(first["loc"][0]).upper() if first["loc"] else "MLOPS_*"
+            raise UsageError(f"setting {name}: {first['msg']}") from None
+
+    def config_path(self) -> Path:
+        if self.config is not None:
+            return self.config
+        local = Path("mlops.toml")
+        return local if local.is_file() else REPO_ROOT / "mlops.toml"
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+    compare: list[str] = Field(default_factory=list)
+    tolerance: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("min", "max", "compare")
+    @classmethod
+    def _known_metrics(cls, value: Any) -> Any:
+        from train.metrics import BY_KEY
+
+        names = value if isinstance(value, list) else list(value)
+        unknown = [n for n in names if n not in BY_KEY or not BY_KEY[n].final]
+        if unknown:
+            known = ", ".join(k for k, m in BY_KEY.items() if m.final)
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; the gate knows: {known}")
+        return value
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", max_length=32)
+
+
+class TrainDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _as_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+
+class LocalConfig(TrainDefaults):
+    dataset: str = "synthetic"
+    endpoint_port: int = Field(default=8080, ge=1, le=65535)
+    smoke_images: int = Field(default=16, ge=1, le=1000)
+    verify_images: int = Field(default=64, ge=1, le=10000)
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectConfig
+    gate: GateConfig
+    train: TrainDefaults = Field(default_factory=TrainDefaults)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    source: str = ""
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "<mapping>") -> Config:
+        try:
+            config = cls.model_validate({**data, "source": source})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UsageError(f"{source}: [{where}] {first['msg']}") from None
+        from train.config import ConfigError, parse_hyperparameters
+
+        for section, table in (("train", config.train), ("local", config.local)):
+            try:
+                parse_hyperparameters(table.hyperparameters)
+            except ConfigError as exc:
+                raise UsageError(f"{source}: [{section}.hyperparameters] {exc}") from None
+        return config
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        if not path.is_file():
+            raise UsageError(f"config file {path} not found; set MLOPS_CONFIG or run from the repository root")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{path} is not valid TOML: {exc}") from None
+        return cls.from_mapping(data, source=str(path))
+
+
+def load(env: Mapping[str, str] | None = None) -> tuple[Settings, Config]:
+    settings = Settings.load(env)
+    config = Config.load(settings.config_path())
+    if settings.project:
+        try:
+            config.project = ProjectConfig(name=settings.project)
+        except ValidationError as exc:
+            raise UsageError(f"setting MLOPS_PROJECT: {exc.errors()[0]['msg']}") from None
+    return settings, config

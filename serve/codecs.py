@@ -1,0 +1,180 @@
+"""Request bodies to RGB pixel arrays: pure functions, no model, no HTTP framework.
+
+Stages: normalise the content type -> dispatch on it (single image, JSON batch of base64 images, or a
+NumPy .npy array) -> refuse anything malformed, oversized or ambiguous with a `BadRequest` whose status
+and message the server returns as they are -> a list of (H, W, 3) uint8 RGB arrays.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from numpy.lib import format as npy_format
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "application/x-image")
+ACCEPTED_TYPES = (*IMAGE_TYPES, "application/json", "application/x-npy")
+# Far above any classifier input, far below what a 6 MiB PNG can claim to decompress into.
+MAX_SIDE = 4096
+_NPY_SHAPES = "(H, W, 3), (N, H, W, 3), (H, W) or (N, H, W)"
+_WHITESPACE = re.compile(rb"\s+")
+
+
+class BadRequest(Exception):
+    """The client sent something we will not decode; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def media_type(content_type: str | None) -> str:
+    """`Image/PNG; charset=binary` -> `image/png`; a missing header gives an empty string."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decode(content_type: str | None, body: bytes, max_images: int) -> list[np.ndarray]:
+    """Decode one request body into (H, W, 3) uint8 RGB images, at most `max_images` of them."""
+    kind = media_type(content_type)
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        got = f"Content-Type {kind!r}" if kind else "no Content-Type"
+        raise BadRequest(415, f"unsupported media type: got {got}; send one of {', '.join(ACCEPTED_TYPES)}")
+    if not body:
+        raise BadRequest(400, f"empty request body: send {kind} data")
+    images = decoder(body, max_images)
+    if len(images) > max_images:
+        raise BadRequest(400, f"too many images: {len(images)} in one request, the limit is {max_images}")
+    return images
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """A PNG or JPEG file to (H, W, 3) uint8 RGB; grayscale, palette and alpha images are converted."""
+    try:
+        # PIL warns (rather than raises) on large images; a warning here is a refusal, not a log line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
+                _check_size(*img.size)
+                rgb = img.convert("RGB")  # convert() forces the full decode, so truncation surfaces here
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadRequest(413, f"image refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise BadRequest(400, "body is not a readable PNG or JPEG image") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # PIL reports truncated and corrupt streams as OSError, broken PNG chunks as SyntaxError.
+        raise BadRequest(400, f"corrupt or truncated image: {exc}") from exc
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise BadRequest(413, f"image is {width}x{height} pixels; the limit is {MAX_SIDE} per side")
+
+
+def _single_image(body: bytes, max_images: int) -> list[np.ndarray]:
+    return [decode_image(body)]
+
+
+def _json_instances(body: bytes, max_images: int) -> list[np.ndarray]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if instances is None:
+        raise BadRequest(400, 'JSON body must be an object with "instances": [<base64 image>, ...]')
+    if not isinstance(instances, list):
+        raise BadRequest(400, f'"instances" must be a list, got {type(instances).__name__}')
+    if not instances:
+        raise BadRequest(400, '"instances" is empty: send at least one base64 image')
+    if len(instances) > max_images:
+        raise BadRequest(400, f"too many images: {len(instances)} in one request, the limit is {max_images}")
+    images = []
+    for index, instance in enumerate(instances):
+        try:
+            images.append(decode_image(_b64_instance(instance)))
+        except BadRequest as exc:
+            raise BadRequest(exc.status, f"instances[{index}]: {exc.message}") from exc
+    return images
+
+
+def _b64_instance(instance: object) -> bytes:
+    text = instance.get("b64") if isinstance(instance, dict) else instance
+    if not isinstance(text, str):
+        raise BadRequest(400, 'each instance must be a base64 string or {"b64": "<base64 string>"}')
+    if text.startswith("data:") and "," in text:  # tolerate data URLs pasted from a browser
+        text = text.split(",", 1)[1]
+    try:
+        # Strict alphabet check (validate=True) after dropping MIME-style line breaks.
+        return base64.b64decode(_WHITESPACE.sub(b"", text.encode("ascii")), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise BadRequest(400, f"invalid base64: {exc}") from exc
+
+
+def _npy_array(body: bytes, max_images: int) -> list[np.ndarray]:
+    array = _read_npy(body)
+    shape = array.shape
+    if array.ndim == 2 or (array.ndim == 3 and shape[-1] == 3):
+        batch = array[None]  # one image: (H, W) or (H, W, 3)
+    elif (array.ndim == 3 and shape[-1] not in (1, 4)) or (array.ndim == 4 and shape[-1] == 3):
+        # (N, H, W) grayscale; a trailing 1 or 4 is far likelier a single-channel or RGBA image than
+        # a batch of images 1 or 4 pixels wide, so those are refused rather than misread.
+        batch = array
+    else:
+        raise BadRequest(400, f"wrong shape {shape}: accepted shapes are {_NPY_SHAPES}")
+    if 0 in shape:
+        raise BadRequest(400, f"wrong shape {shape}: an empty dimension holds no image")
+    _check_size(width=batch.shape[2], height=batch.shape[1])
+    if len(batch) > max_images:
+        raise BadRequest(400, f"too many images: {len(batch)} in one request, the limit is {max_images}")
+    pixels = _npy_pixels(batch)
+    if pixels.ndim == 3:  # grayscale to RGB
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    return [np.ascontiguousarray(image) for image in pixels]
+
+
+def _read_npy(body: bytes) -> np.ndarray:
+    fp = io.BytesIO(body)
+    try:
+        # Header first: object dtypes need pickle, and a header claiming more data than the body holds
+        # would make read_array allocate the claimed size before noticing.
+        major, _ = npy_format.read_magic(fp)
+        reader = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
+        shape, _, dtype = reader(fp)
+        if dtype.hasobject:
+            raise BadRequest(400, "object arrays are refused: they need pickle; send a numeric array")
+        claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if claimed > len(body) - fp.tell():
+            raise BadRequest(400, f"truncated .npy: shape {shape} needs {claimed} bytes of data")
+        fp.seek(0)
+        return npy_format.read_array(fp, allow_pickle=False)
+    except ValueError as exc:
+        if body.startswith(b"\x80"):
+            raise BadRequest(400, "pickled data is refused: send a .npy array (numpy.save)") from exc
+        raise BadRequest(400, f"not a readable .npy array: {exc}") from exc
+
+
+def _npy_pixels(batch: np.ndarray) -> np.ndarray:
+    if batch.dtype == np.uint8:
+        return batch
+    if np.issubdtype(batch.dtype, np.floating):
+        if not (np.isfinite(batch).all() and batch.min() >= 0.0 and batch.max() <= 1.0):
+            raise BadRequest(400, "float arrays must hold values in [0, 1] (no NaN or infinity)")
+        return np.rint(batch.astype(np.float32) * 255.0).astype(np.uint8)
+    raise BadRequest(400, f"unsupported dtype {batch.dtype}: send uint8 (0-255) or float in [0, 1]")
+
+
+_DECODERS: dict[str, Callable[[bytes, int], list[np.ndarray]]] = {
+    **dict.fromkeys(IMAGE_TYPES, _single_image),
+    "application/json": _json_instances,
+    "application/x-npy": _npy_array,
+}

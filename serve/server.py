@@ -1,0 +1,200 @@
+"""`python -m serve [serve]`: the SageMaker hosting contract on uvicorn.
+
+Stages: parse flags and environment -> start the single inference thread -> in it, verify, load and warm
+the model (a bad artifact ends the process here, before the port is bound) -> bind and serve until
+SIGTERM -> finish in-flight requests, stop the inference thread, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from serve.predictor import Predictor
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse larger requests anyway
+DEFAULT_MAX_BATCH = 64
+
+_EPILOG = f"""\
+environment:
+  SAGEMAKER_BASE_DIR       base of the SageMaker layout; the model is read from $SAGEMAKER_BASE_DIR/model
+                           (default base: /opt/ml)
+  SAGEMAKER_BIND_TO_PORT   port to listen on when --port is not given (default {DEFAULT_PORT})
+  MLOPS_MAX_PAYLOAD_BYTES  largest request body, in bytes (default {DEFAULT_MAX_PAYLOAD}); larger -> 413
+  MLOPS_MAX_BATCH          most images in one request (default {DEFAULT_MAX_BATCH}); more -> 400
+  MLOPS_TORCH_THREADS      intra-op threads for inference (default: PyTorch's own choice)
+
+endpoints:
+  GET  /ping          200 {{"status": "ok"}} (the model is loaded before the port is bound)
+  POST /invocations   image/png, image/jpeg, application/x-image, application/json
+                      ({{"instances": [<base64 image>, ...]}}) or application/x-npy;
+                      top_k from ?top_k=N or "X-Amzn-SageMaker-Custom-Attributes: top_k=N"
+
+exit status: 0 after SIGTERM or SIGINT, 1 when the model artifact fails verification or cannot
+load, 2 on bad flags or environment values.
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    host: str
+    port: int
+    max_payload_bytes: int
+    max_batch: int
+    torch_threads: int | None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    base = Path(os.environ.get("SAGEMAKER_BASE_DIR") or "/opt/ml")
+    parser = argparse.ArgumentParser(
+        prog="python -m serve",
+        description="Serve a verified model artifact over HTTP on the SageMaker hosting contract.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve"],
+        default="serve",
+        help="optional; SageMaker starts serving containers with the argument `serve`",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=base / "model",
+        help="unpacked model artifact (default: $SAGEMAKER_BASE_DIR/model, now %(default)s)",
+    )
+    parser.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - the container contract: reachable from outside the container
+        help="address to bind (default: %(default)s, as SageMaker needs; use 127.0.0.1 locally)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"port (default: $SAGEMAKER_BIND_TO_PORT, else {DEFAULT_PORT})"
+    )
+    return parser
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Flags first, then the environment; a bad value exits 2 with argparse's one-line usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        port = args.port if args.port is not None else _env_int("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 0)
+        settings = Settings(
+            model_dir=args.model_dir,
+            host=args.host,
+            port=port,
+            max_payload_bytes=_env_int("MLOPS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD, 1),
+            max_batch=_env_int("MLOPS_MAX_BATCH", DEFAULT_MAX_BATCH, 1),
+            torch_threads=_env_int("MLOPS_TORCH_THREADS", 0, 1) or None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not 0 <= settings.port <= 65535:
+        parser.error(f"port {settings.port} is out of range 0-65535")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    _configure_logging()
+    # One thread builds, warms and runs the model (see predictor.py on OpenMP pools).
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    try:
+        try:
+            predictor = executor.submit(_load, settings).result()
+        except Exception as exc:  # noqa: BLE001 - any load failure is one line for the operator
+            print(f"serve: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+            return 1
+        return _serve(predictor, executor, settings)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _load(settings: Settings) -> Predictor:
+    import torch  # noqa: PLC0415 - imported here so `--help` and flag errors answer at once
+
+    from serve.predictor import Predictor  # noqa: PLC0415
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if not settings.model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {settings.model_dir} does not exist (see --model-dir)")
+    return Predictor.load(settings.model_dir)
+
+
+def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Settings) -> int:
+    from serve.app import Limits, create_app  # noqa: PLC0415
+
+    limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_batch=settings.max_batch)
+    config = uvicorn.Config(
+        create_app(predictor, executor, limits),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+        # Outlive a front end's 60 s idle timeout so it never reuses a connection we have just closed.
+        timeout_keep_alive=75,
+    )
+    arch, n = predictor.manifest.architecture, predictor.num_classes
+    server = _Server(config, banner=f"serving {arch} ({n} classes) from {settings.model_dir}")
+    stopped_by: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises the signal that stopped it once it has shut down: note it rather than die
+        # by it, so a requested stop exits 0 after the inference thread has finished.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
+    server.run()
+    reason = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
+    logging.getLogger("serve").info("stopped%s after %d requests", reason, server.server_state.total_requests)
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, announcing the address it actually bound (port 0 picks a free one)."""
+
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+        super().__init__(config)
+        self.banner = banner
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            logging.getLogger("serve").info("%s on http://%s:%d", self.banner, host, port)
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ValueError(f"{name}={raw!r} must be an integer >= {minimum}")
+    return int(raw)
+
+
+def _configure_logging() -> None:
+    # Request lines and the ready banner go to stdout, where SageMaker ships them to CloudWatch.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger = logging.getLogger("serve")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -1,0 +1,52 @@
+"""Checkpoints: everything needed to resume a job exactly, written atomically every epoch.
+
+A spot reclaim sends SIGTERM and then kills the container; SageMaker restores `checkpoints/` when the
+job starts again. Writing to a temporary file and renaming it means a kill mid-write leaves the previous
+checkpoint intact, never a truncated one. Loaded with `weights_only=True`: plain tensors and containers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST = "last.pt"
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint directory holds a checkpoint of a different model."""
+
+
+def save(directory: Path, state: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / LAST
+    tmp = directory / f".{LAST}.tmp"
+    with tmp.open("wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def load(directory: Path) -> dict[str, Any] | None:
+    path = directory / LAST
+    if not path.is_file():
+        return None
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
+
+
+def check_compatible(state: dict[str, Any], *, arch: str, classes: list[str], image_size: int, directory: Path) -> None:
+    mine = {"arch": arch, "classes": classes, "image_size": image_size}
+    theirs = {"arch": state["config"]["arch"], "classes": state["classes"], "image_size": state["config"]["image_size"]}
+    diffs = [k for k in mine if mine[k] != theirs[k]]
+    if diffs:
+        detail = ", ".join(f"{k}: checkpoint {theirs[k]!r} vs job {mine[k]!r}" for k in diffs)
+        raise CheckpointMismatch(
+            f"the checkpoint in {directory} belongs to a different model ({detail}); "
+            "start the job with an empty checkpoint directory"
+        )

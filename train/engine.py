@@ -1,0 +1,113 @@
+"""One epoch of training and one evaluation pass; the loop that calls them lives in `main`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from train.config import TrainConfig
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    per_class: list[float]
+    confusion: list[list[int]]   # confusion[true][predicted]
+
+    @property
+    def min_class_accuracy(self) -> float:
+        return min(self.per_class)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases: decaying them only hurts (standard practice since ResNet recipes).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.learning_rate)
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=config.momentum > 0)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at a global step: linear warm-up, then the schedule."""
+    total = config.epochs * steps_per_epoch
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.scheduler == "onecycle" and warmup == 0:
+        warmup = max(1, int(0.3 * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if config.scheduler in ("cosine", "onecycle"):
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if config.scheduler == "step":
+            return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
+        return 1.0
+
+    return factor
+
+
+def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                    loss_fn: nn.Module, scaler: torch.amp.GradScaler | None,
+                    should_stop: Callable[[], bool]) -> EpochStats | None:
+    """Train over `batches`; None when `should_stop()` turned true (the epoch is then incomplete)."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    device_type = next(model.parameters()).device.type
+    for x, y in batches:
+        if should_stop():
+            return None
+        with torch.autocast(device_type, enabled=scaler is not None):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged (loss={loss.item()}); lower learning_rate (now {optimizer.param_groups[0]['lr']:.4g})"
+            )
+        n = y.shape[0]
+        total_loss += loss.item() * n
+        correct += int((logits.argmax(1) == y).sum())
+        seen += n
+    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int) -> EvalResult:
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    total_loss, seen = 0.0, 0
+    for x, y in batches:
+        logits = model(x).float()
+        total_loss += float(loss_fn(logits, y))
+        seen += y.shape[0]
+        pairs = y.cpu() * num_classes + logits.argmax(1).cpu()
+        confusion += torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    support = confusion.sum(1).clamp_min(1)
+    per_class = (confusion.diag().float() / support.float()).tolist()
+    accuracy = float(confusion.diag().sum()) / max(seen, 1)
+    return EvalResult(total_loss / max(seen, 1), accuracy, per_class, confusion.tolist())

@@ -1,0 +1,247 @@
+"""`python -m train [train]`: the training program on the SageMaker training contract.
+
+Stages: parse hyperparameters (fail fast, before any work) -> load the train/validation/test channels
+-> build model, optimiser, schedule -> resume from `checkpoints/last.pt` when present -> per epoch:
+train, validate, print the metric line, log to W&B, checkpoint -> evaluate on test -> write the model
+artifact (safetensors + manifest + evaluation) -> log it to W&B.
+
+Exit codes: 0 done; 2 bad hyperparameters; 3 bad data or checkpoint; 1 any other failure (the reason is
+in output/failure); 143 stopped by SIGTERM/SIGINT, resumable from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from train.config import IMPLEMENTED_TASKS, ConfigError, TrainConfig, describe, parse_hyperparameters
+from train.contract import JobPaths, host_info, read_hyperparameters, write_failure
+
+EXIT_CONFIG, EXIT_DATA, EXIT_STOPPED = 2, 3, 143
+CHANNELS = ("train", "validation", "test")
+
+
+class StopFlag:
+    """Set by SIGTERM (spot reclaim, StopTrainingJob) or SIGINT; checked between steps."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.signal = signum
+        print(f"received {signal.Signals(signum).name}: stopping after this step; "
+              "the last checkpoint will be resumed", flush=True)
+
+
+@dataclass
+class Outcome:
+    stopped: bool
+    metrics: dict[str, float]
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    rows = "\n".join(f"  {k:<16} {d:<10} {h}" for k, _t, d, h in describe())
+    return argparse.ArgumentParser(
+        prog="python -m train",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train an image classifier on the SageMaker training contract.",
+        epilog=(
+            "Files, rooted at $SAGEMAKER_BASE_DIR (default /opt/ml):\n"
+            "  input/config/hyperparameters.json   hyperparameters, every value a string\n"
+            "  input/data/{train,validation,test}/<class>/<image>   ImageFolder channels\n"
+            "  checkpoints/last.pt                 resumed when present (MLOPS_CHECKPOINT_DIR overrides)\n"
+            "  model/                              the model artifact (safetensors + manifest.json)\n"
+            "  output/data/evaluation.json, output/failure\n\n"
+            f"Hyperparameters (key, default, accepted):\n{rows}\n\n"
+            "W&B: online with WANDB_API_KEY, else offline under output/data/wandb."
+        ),
+    )
+
+
+def _device(config: TrainConfig) -> Any:
+    import torch
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hyperparameter 'device': 'cuda' was asked for but no CUDA device is available; use auto or cpu")
+    return torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noqa: PLR0915 -- the stages read top to bottom
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from artifact.architectures import build
+    from artifact.manifest import Manifest, write_manifest
+    from train import checkpoint, engine
+    from train.data import batches, channel_stats, load_channel
+    from train.metrics import format_epoch_line, format_final_line
+    from train.tracking import Tracker
+
+    started = time.monotonic()
+    device = _device(config)
+    torch.manual_seed(config.seed)
+    log(f"device={device.type} arch={config.arch} epochs={config.epochs} batch_size={config.batch_size}")
+
+    train_set = load_channel(paths.channel("train"), config.image_size, name="train")
+    val_set = load_channel(paths.channel("validation"), config.image_size, train_set.classes, name="validation")
+    test_set = load_channel(paths.channel("test"), config.image_size, train_set.classes, name="test")
+    for name, data in zip(CHANNELS, (train_set, val_set, test_set), strict=True):
+        log(f"channel {name}: {len(data)} images, {len(data.classes)} classes")
+        if data.skipped:
+            shown = ", ".join(data.skipped[:5]) + (" ..." if len(data.skipped) > 5 else "")
+            log(f"WARNING: channel {name}: skipped {len(data.skipped)} unreadable image(s): {shown}")
+    classes = train_set.classes
+    mean, std = channel_stats(train_set.images)
+
+    model = build(config.arch, len(classes)).to(device)
+    optimizer = engine.build_optimizer(model, config)
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, engine.lr_factor(config, steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.amp else None
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    start_epoch, history, wandb_id = 0, [], None
+    state = checkpoint.load(paths.checkpoints)
+    if state is not None:
+        checkpoint.check_compatible(state, arch=config.arch, classes=classes, image_size=config.image_size,
+                                    directory=paths.checkpoints)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, history, wandb_id = state["epoch"], state["history"], state.get("wandb_id")
+        log(f"resumed from checkpoint {paths.checkpoints / checkpoint.LAST} at epoch {start_epoch}/{config.epochs}")
+
+    job_name = paths.env.get("MLOPS_JOB_NAME") or paths.env.get("TRAINING_JOB_NAME") or "local"
+    project = paths.env.get("WANDB_PROJECT") or paths.env.get("MLOPS_PROJECT") or "cv-mlops"
+    tracker = Tracker(paths.output_data, project=project, name=job_name, config=config.to_dict(),
+                      run_id=wandb_id, env=paths.env)
+    tracker.start()
+
+    def loader(data: Any, *, train: bool, epoch: int = 0) -> Any:
+        gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)  # same order after a resume
+        return batches(data, config.batch_size, mean=mean, std=std, device=device, shuffle=train,
+                       augment=train and config.augment == "standard", generator=gen)
+
+    exit_code = 1
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            tick = time.monotonic()
+            stats = engine.train_one_epoch(model, loader(train_set, train=True, epoch=epoch), optimizer,
+                                           scheduler, loss_fn, scaler, stop)
+            if stats is None:
+                log(f"stopped during epoch {epoch}; resume continues from epoch {epoch - 1}")
+                exit_code = EXIT_STOPPED
+                return Outcome(stopped=True, metrics={})
+            val = engine.evaluate(model, loader(val_set, train=False), len(classes))
+            values = {"train_loss": stats.loss, "train_accuracy": stats.accuracy, "val_loss": val.loss,
+                      "val_accuracy": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
+                      "epoch_seconds": time.monotonic() - tick}
+            history.append({"epoch": epoch, **values})
+            log(format_epoch_line(epoch, config.epochs, values))
+            tracker.log(values, step=epoch)
+            checkpoint.save(paths.checkpoints, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                "config": config.to_dict(), "classes": classes, "wandb_id": tracker.run_id,
+            })
+
+        test = engine.evaluate(model, loader(test_set, train=False), len(classes))
+        metrics = {
+            "test_accuracy": test.accuracy, "test_loss": test.loss,
+            "test_min_class_accuracy": test.min_class_accuracy,
+            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=0.0),
+        }
+        log(format_final_line(metrics))
+        evaluation = {
+            "metrics": metrics, "classes": classes,
+            "per_class_accuracy": dict(zip(classes, test.per_class, strict=True)),
+            "confusion_matrix": test.confusion, "test_images": len(test_set), "history": history,
+        }
+        tracker.log_final(metrics, classes, test.confusion)
+
+        model_dir = paths.model_dir
+        model_dir.mkdir(parents=True, exist_ok=True)
+        cpu_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(cpu_state, str(model_dir / "model.safetensors"))
+        (model_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        paths.output_data.mkdir(parents=True, exist_ok=True)
+        (paths.output_data / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        manifest = Manifest(
+            task=config.task, architecture=config.arch, classes=classes, input_size=config.image_size,
+            mean=mean, std=std, metrics={k: round(v, 6) for k, v in metrics.items()}, config=config.to_dict(),
+            code_version=paths.env.get("MLOPS_CODE_VERSION", "unknown"), wandb=tracker.info(),
+            dataset={name: {"images": len(d), "fingerprint": d.fingerprint, "skipped": len(d.skipped)}
+                     for name, d in zip(CHANNELS, (train_set, val_set, test_set), strict=True)},
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        write_manifest(model_dir, manifest)
+        tracker.log_model(model_dir, {"metrics": manifest.metrics, "code_version": manifest.code_version})
+        log(f"model written to {model_dir} in {time.monotonic() - started:.1f}s")
+        exit_code = 0
+        return Outcome(stopped=False, metrics=metrics)
+    finally:
+        tracker.finish(exit_code=exit_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["train"]:  # SageMaker starts the container as `<entrypoint> train`
+        args = args[1:]
+    _parser().parse_args(args)
+    paths = JobPaths.from_env()
+    from train.checkpoint import CheckpointMismatch
+    from train.data import DataError
+
+    try:
+        config = parse_hyperparameters(read_hyperparameters(paths))
+        if config.task not in IMPLEMENTED_TASKS:
+            raise ConfigError(f"hyperparameter 'task': {config.task!r} is not implemented yet; "
+                              f"this build trains: {', '.join(IMPLEMENTED_TASKS)}")
+        _current, hosts = host_info(paths)
+        if len(hosts) > 1:
+            raise ConfigError(f"distributed training over {len(hosts)} hosts is not implemented yet; "
+                              "run with one instance")
+    except (ConfigError, ValueError) as exc:
+        write_failure(paths, str(exc))
+        return EXIT_CONFIG
+    log("hyperparameters: " + json.dumps(config.to_hyperparameters(), sort_keys=True))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    stop = StopFlag()
+    stop.install()
+    try:
+        outcome = run(config, paths, stop)
+    except (DataError, CheckpointMismatch, ConfigError) as exc:
+        write_failure(paths, str(exc))
+        return EXIT_DATA
+    except Exception as exc:  # noqa: BLE001 -- the job's last word: reason to output/failure, trace to the log
+        traceback.print_exc()
+        write_failure(paths, f"{type(exc).__name__}: {exc}")
+        return 1
+    return EXIT_STOPPED if outcome.stopped else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:] if len(sys.argv) > 1 else None))

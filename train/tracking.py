@@ -1,0 +1,98 @@
+"""Weights & Biases: every training run is a W&B run; offline (no key, no network) unless a key is set.
+
+Mode: `WANDB_MODE` when the user sets it (`offline`, `online`, `disabled`), else online with
+`WANDB_API_KEY`, else offline. Offline runs land in `output/data/wandb/offline-run-*` (uploaded with the
+job's output on SageMaker; push them later with `wandb sync <dir>`). If an online init fails (bad key,
+no network) the run falls back to offline rather than failing the training job. W&B's console capture
+is off: our metric lines reach stdout unchanged, for SageMaker's regexes and the local platform.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class Tracker:
+    def __init__(self, directory: Path, *, project: str, name: str, config: Mapping[str, Any],
+                 run_id: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.directory = directory
+        self.project = project
+        self.name = name
+        self.config = dict(config)
+        self.run_id = run_id
+        self.env = os.environ if env is None else env
+        self.run: Any = None
+        self.mode = self._mode()
+
+    def _mode(self) -> str:
+        explicit = self.env.get("WANDB_MODE", "").strip().lower()
+        if explicit in ("offline", "online", "disabled"):
+            return explicit
+        if explicit == "dryrun":
+            return "offline"
+        return "online" if self.env.get("WANDB_API_KEY") else "offline"
+
+    def start(self) -> None:
+        if self.mode == "disabled":
+            return
+        import wandb
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        kwargs = {
+            "project": self.project, "name": self.name, "config": self.config, "job_type": "train",
+            "dir": str(self.directory), "id": self.run_id, "resume": "allow",
+        }
+        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False)
+        try:
+            self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- any W&B failure must not cost a training job
+            if self.mode != "online":
+                raise
+            print(f"WARNING: W&B online init failed ({exc}); logging offline instead", file=sys.stderr, flush=True)
+            self.mode = "offline"
+            self.run = wandb.init(mode="offline", settings=settings, **kwargs)
+        self.run_id = self.run.id
+
+    def log(self, values: Mapping[str, float], step: int) -> None:
+        if self.run is not None:
+            self.run.log(dict(values), step=step)
+
+    def log_final(self, metrics: Mapping[str, float], classes: list[str], confusion: list[list[int]]) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        for key, value in metrics.items():
+            self.run.summary[key] = value
+        rows = [[classes[t], classes[p], confusion[t][p]] for t in range(len(classes)) for p in range(len(classes))]
+        table = wandb.Table(columns=["actual", "predicted", "count"], data=rows)
+        self.run.log({"test/confusion_matrix": table})
+
+    def log_model(self, model_dir: Path, metadata: Mapping[str, Any]) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name=f"{self.project}-model", type="model", metadata=dict(metadata))
+        artifact.add_dir(str(model_dir))
+        self.run.log_artifact(artifact, aliases=["latest", self.name])
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
+
+    def info(self) -> dict[str, Any] | None:
+        if self.mode == "disabled" or self.run_id is None:
+            return None
+        info: dict[str, Any] = {"id": self.run_id, "project": self.project, "mode": self.mode, "name": self.name}
+        run = self.run
+        if run is not None:
+            info["dir"] = str(Path(run.dir).parent)
+            if self.mode == "online":
+                info["url"] = run.url
+        return info
