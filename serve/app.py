@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.codecs import BadRequest, decode
+from serve.codecs import BadRequest, check_content_type, decode
 from serve.predictor import Prediction, Predictor
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -54,8 +54,8 @@ def create_app(predictor: Predictor, executor: Executor, limits: Limits) -> ASGI
             default=default_top_k,
             num_classes=predictor.num_classes,
         )
+        content_type = check_content_type(request.headers.get("content-type"))
         body = await read_body(request, limits.max_payload_bytes)
-        content_type = request.headers.get("content-type")
 
         def infer() -> list[Prediction]:
             return predictor.predict(decode(content_type, body, limits.max_batch), top_k)

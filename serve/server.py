@@ -35,7 +35,9 @@ environment:
   SAGEMAKER_BIND_TO_PORT   port to listen on when --port is not given (default {DEFAULT_PORT})
   MLOPS_MAX_PAYLOAD_BYTES  largest request body, in bytes (default {DEFAULT_MAX_PAYLOAD}); larger -> 413
   MLOPS_MAX_BATCH          most images in one request (default {DEFAULT_MAX_BATCH}); more -> 400
-  MLOPS_TORCH_THREADS      intra-op threads for inference (default: PyTorch's own choice)
+  MLOPS_TORCH_THREADS      intra-op threads for inference (default: PyTorch's own choice, one per core);
+                           set 1 where the host's cores are shared: OpenMP threads that wait for a busy
+                           core turn milliseconds into a hundred
 
 endpoints:
   GET  /ping          200 {{"status": "ok"}} (the model is loaded before the port is bound)
@@ -44,7 +46,7 @@ endpoints:
                       top_k from ?top_k=N or "X-Amzn-SageMaker-Custom-Attributes: top_k=N"
 
 exit status: 0 after SIGTERM or SIGINT, 1 when the model artifact fails verification or cannot
-load, 2 on bad flags or environment values.
+load, 2 on bad flags or environment values, 3 when the port cannot be bound.
 """
 
 
@@ -118,28 +120,31 @@ def main(argv: list[str] | None = None) -> int:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     try:
         try:
-            predictor = executor.submit(_load, settings).result()
+            predictor, threads = executor.submit(_load, settings).result()
         except Exception as exc:  # noqa: BLE001 - any load failure is one line for the operator
             print(f"serve: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
             return 1
-        return _serve(predictor, executor, settings)
+        return _serve(predictor, executor, settings, threads)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _load(settings: Settings) -> Predictor:
+def _load(settings: Settings) -> tuple[Predictor, int]:
     import torch  # noqa: PLC0415 - imported here so `--help` and flag errors answer at once
 
+    from serve import codecs  # noqa: PLC0415
     from serve.predictor import Predictor  # noqa: PLC0415
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if not settings.model_dir.is_dir():
         raise FileNotFoundError(f"model directory {settings.model_dir} does not exist (see --model-dir)")
-    return Predictor.load(settings.model_dir)
+    predictor = Predictor.load(settings.model_dir)
+    codecs.warm_up()
+    return predictor, torch.get_num_threads()
 
 
-def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Settings) -> int:
+def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Settings, threads: int) -> int:
     from serve.app import Limits, create_app  # noqa: PLC0415
 
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_batch=settings.max_batch)
@@ -154,7 +159,9 @@ def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Setting
         timeout_keep_alive=75,
     )
     arch, n = predictor.manifest.architecture, predictor.num_classes
-    server = _Server(config, banner=f"serving {arch} ({n} classes) from {settings.model_dir}")
+    plural = "s" if threads != 1 else ""
+    banner = f"serving {arch} ({n} classes, {threads} torch thread{plural}) from {settings.model_dir}"
+    server = _Server(config, banner)
     stopped_by: list[int] = []
     if threading.current_thread() is threading.main_thread():
         # uvicorn re-raises the signal that stopped it once it has shut down: note it rather than die

@@ -80,7 +80,9 @@ class LocalRegistry:
             verify(staging)  # the copy, not just the source, must match the manifest
             with locked(self._lock):
                 index = self._read()
-                number = max((e["version"] for e in index["versions"]), default=0) + 1
+                # A crash between the rename and the index write leaves an orphan vN directory: never reuse N.
+                on_disk = [int(p.name[1:]) for p in self.models.glob("v*") if p.name[1:].isdigit()]
+                number = max([e["version"] for e in index["versions"]] + on_disk, default=0) + 1
                 staging.rename(self.models / f"v{number}")
                 entry = {
                     "version": number, "status": status, "metrics": manifest.metrics, "created_at": _now(),

@@ -94,7 +94,10 @@ def server(artifact: tuple[Path, Manifest], tmp_path_factory: pytest.TempPathFac
     port = free_port()
     args = ["--model-dir", str(artifact[0]), "--host", "127.0.0.1", "--port", str(port)]
     log_path = tmp_path_factory.mktemp("server-log") / "server.log"
-    running = start(args, log_path, f"http://127.0.0.1:{port}", server_env(MLOPS_MAX_BATCH=str(MAX_BATCH)))
+    # One intra-op thread keeps latency steady on a shared CI runner; the SageMaker-style test below
+    # runs with PyTorch's default.
+    env = server_env(MLOPS_MAX_BATCH=str(MAX_BATCH), MLOPS_TORCH_THREADS="1")
+    running = start(args, log_path, f"http://127.0.0.1:{port}", env)
     try:
         wait_ready(running)
         yield running
@@ -230,7 +233,7 @@ def test_each_request_is_logged(client: httpx.Client, server: Server) -> None:
     client.get("/nowhere")
     time.sleep(0.2)  # the log line is written after the response is sent
     log = server.log()
-    assert "serving smallcnn (6 classes) from" in log
+    assert "serving smallcnn (6 classes, 1 torch thread) from" in log
     assert "POST /invocations 200 " in log
     assert "images=2" in log
     assert "GET /nowhere 404 " in log
