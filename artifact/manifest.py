@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,9 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         known = set(cls.__dataclass_fields__)
-        missing = [k for k in ("task", "architecture", "classes", "input_size", "mean", "std") if k not in data]
+        missing = [
+            k for k in ("task", "architecture", "classes", "input_size", "mean", "std") if k not in data
+        ]
         if missing:
             raise ArtifactError(f"{MANIFEST_NAME} lacks required field(s): {', '.join(missing)}")
         if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
@@ -85,7 +86,7 @@ def write_manifest(model_dir: Path, manifest: Manifest) -> Manifest:
     manifest.files = {rel: sha256_file(model_dir / rel) for rel in _payload_files(model_dir)}
     tmp = model_dir / f".{MANIFEST_NAME}.tmp"
     tmp.write_text(manifest.to_json())
-    os.replace(tmp, model_dir / MANIFEST_NAME)
+    tmp.replace(model_dir / MANIFEST_NAME)
     return manifest
 
 

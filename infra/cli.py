@@ -21,8 +21,13 @@ from rich.console import Console
 from infra.errors import GateRejected, MlopsError, NotAvailableError, UsageError
 from infra.settings import Config, Settings, load
 
-CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".npy": "application/x-npy",
-                 ".json": "application/json"}
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".npy": "application/x-npy",
+    ".json": "application/json",
+}
 # CI logs are not terminals: give tables room instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
 console = Console(highlight=False, width=_WIDTH)
@@ -30,6 +35,7 @@ err = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
 # --- shared plumbing -------------------------------------------------------------------------------
+
 
 class Context:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -48,8 +54,12 @@ class Context:
         from infra.local.platform import LocalPlatform
 
         port = self.settings.endpoint_port or self.config.local.endpoint_port
-        return LocalPlatform(self.home, host=self.settings.endpoint_host, port=port,
-                             smoke_images=self.config.local.smoke_images)
+        return LocalPlatform(
+            self.home,
+            host=self.settings.endpoint_host,
+            port=port,
+            smoke_images=self.config.local.smoke_images,
+        )
 
     def default_data(self) -> Path:
         return self.home / "data" / self.config.local.dataset
@@ -58,10 +68,20 @@ class Context:
         if self.settings.code_version:
             return self.settings.code_version
         try:
-            sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                                 check=True, timeout=10).stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, check=True, timeout=10).stdout.strip()
+            sha = subprocess.run(
+                ["git", "rev-parse", "--short=12", "HEAD"],  # noqa: S607 -- git from PATH, as a user runs it
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607 -- as above
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return "unknown"
         return f"{sha}-dirty" if dirty else sha
@@ -72,7 +92,7 @@ class Context:
 
 
 def _hyperparameters(ctx: Context, pairs: list[str], *, local: bool) -> dict[str, str]:
-    """Config defaults ([local] or [train]), then --hp key=value overrides; validated before any job starts."""
+    """Config defaults ([local] or [train]), then --hp key=value overrides; validated before a job starts."""
     from train.config import ConfigError, parse_hyperparameters
 
     base = dict((ctx.config.local if local else ctx.config.train).hyperparameters)
@@ -90,7 +110,9 @@ def _hyperparameters(ctx: Context, pairs: list[str], *, local: bool) -> dict[str
 
 def _latest_job(ctx: Context) -> str:
     jobs = ctx.home / "jobs"
-    found = sorted((p for p in jobs.glob("*/job.json")), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
+    found = (
+        sorted((p for p in jobs.glob("*/job.json")), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
+    )
     if not found:
         raise UsageError(f"no local training jobs under {jobs}; run `mlops train --local` first")
     return found[-1].parent.name
@@ -102,8 +124,10 @@ def _ensure_synthetic(ctx: Context, data: Path) -> str:
     if (data / "train").is_dir() and (data / "test").is_dir():
         return f"using {data}"
     if data != ctx.default_data() or ctx.config.local.dataset != "synthetic":
-        raise UsageError(f"no dataset at {data}; create it with `mlops data synthetic --out {data}` "
-                         "or `mlops data cifar10 --out ...`")
+        raise UsageError(
+            f"no dataset at {data}; create it with `mlops data synthetic --out {data}` "
+            "or `mlops data cifar10 --out ...`"
+        )
     try:
         info = make_synthetic(data, progress=lambda m: console.print(f"  [dim]{m}[/]"))
     except DatasetError as exc:
@@ -113,6 +137,7 @@ def _ensure_synthetic(ctx: Context, data: Path) -> str:
 
 
 # --- commands ---------------------------------------------------------------------------------------
+
 
 def cmd_data(ctx: Context) -> int:
     from infra.datasets import DatasetError, make_synthetic, prepare_cifar10
@@ -125,18 +150,33 @@ def cmd_data(ctx: Context) -> int:
 
     try:
         if args.dataset == "synthetic":
-            info = make_synthetic(out, seed=args.seed, classes=args.classes, train_per_class=args.train_per_class,
-                                  val_per_class=args.val_per_class, test_per_class=args.test_per_class,
-                                  size=args.size, force=args.force, progress=progress)
+            info = make_synthetic(
+                out,
+                seed=args.seed,
+                classes=args.classes,
+                train_per_class=args.train_per_class,
+                val_per_class=args.val_per_class,
+                test_per_class=args.test_per_class,
+                size=args.size,
+                force=args.force,
+                progress=progress,
+            )
         else:
-            info = prepare_cifar10(out, archive=Path(args.archive) if args.archive else None, seed=args.seed,
-                                   force=args.force, progress=progress)
+            info = prepare_cifar10(
+                out,
+                archive=Path(args.archive) if args.archive else None,
+                seed=args.seed,
+                force=args.force,
+                progress=progress,
+            )
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
     counts = ", ".join(f"{k}={v}" for k, v in info.counts.items())
     verb = "wrote" if info.created else "already present:"
-    console.print(f"{verb} {info.name} dataset at {info.root} ({len(info.classes)} classes; {counts}) "
-                  f"in {info.seconds:.1f}s")
+    console.print(
+        f"{verb} {info.name} dataset at {info.root} ({len(info.classes)} classes; {counts}) "
+        f"in {info.seconds:.1f}s"
+    )
     return 0
 
 
@@ -154,8 +194,9 @@ def cmd_train(ctx: Context) -> int:
             data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
             if not ctx.args.data:
                 _ensure_synthetic(ctx, data)
-            spec = TrainingSpec(ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data,
-                                ctx.code_version())
+            spec = TrainingSpec(
+                ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data, ctx.code_version()
+            )
             console.print(f"training job {spec.job_name} on {data}")
             result = platform.train(spec, display)
     finally:
@@ -179,8 +220,12 @@ def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any]:
     if result.status != "Completed":
         raise UsageError(f"job {job} did not complete: {result.failure_reason}")
     production = platform.production()
-    decision = gate.evaluate(result.metrics, ctx.config.gate, production.metrics if production else None,
-                             production.label if production else None)
+    decision = gate.evaluate(
+        result.metrics,
+        ctx.config.gate,
+        production.metrics if production else None,
+        production.label if production else None,
+    )
     return result, decision
 
 
@@ -221,8 +266,15 @@ def cmd_versions(ctx: Context) -> int:
         table.add_column(col)
     for v in rows:
         acc = v.metrics.get("test_accuracy")
-        table.add_row(v.label, v.status, f"{acc:.4f}" if acc is not None else "", v.created_at, v.source_job,
-                      v.code_version, "production" if production and production.version == v.version else "")
+        table.add_row(
+            v.label,
+            v.status,
+            f"{acc:.4f}" if acc is not None else "",
+            v.created_at,
+            v.source_job,
+            v.code_version,
+            "production" if production and production.version == v.version else "",
+        )
     console.print(table)
     return 0
 
@@ -234,7 +286,9 @@ def _print_deploy(result: Any) -> int:
         raise DeployFailed(result.message)
     console.print(result.message)
     if result.smoke:
-        console.print(f"smoke test: {result.smoke['images']} held-out images, p50 {result.smoke['p50_ms']:.1f} ms")
+        console.print(
+            f"smoke test: {result.smoke['images']} held-out images, p50 {result.smoke['p50_ms']:.1f} ms"
+        )
     return 0
 
 
@@ -264,11 +318,15 @@ def cmd_endpoint(ctx: Context) -> int:
         if status.version is None:
             console.print(status.detail)
             return 1
-        console.print(f"v{status.version} at {status.url}: {status.detail} (pid {status.pid}, log {status.log})")
+        console.print(
+            f"v{status.version} at {status.url}: {status.detail} (pid {status.pid}, log {status.log})"
+        )
         return 0 if status.healthy else 1
     if action == "stop":
         stopped = platform.stop_endpoint()
-        console.print(f"stopped the local endpoint (v{stopped})" if stopped else "no local endpoint was running")
+        console.print(
+            f"stopped the local endpoint (v{stopped})" if stopped else "no local endpoint was running"
+        )
         return 0
     for name in ctx.args.files:
         path = Path(name)
@@ -295,18 +353,30 @@ def cmd_pipeline(ctx: Context) -> int:
 
     platform = ctx.platform()
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
-    spec = TrainingSpec(ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data, ctx.code_version())
+    spec = TrainingSpec(
+        ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data, ctx.code_version()
+    )
     display = TrainingDisplay(console, verbose=ctx.args.verbose)
-    console.print(f"[bold]mlops pipeline --local[/] job {spec.job_name}, code {spec.code_version}, "
-                  f"gate v{ctx.config.gate.version}")
-    report = run_pipeline(platform, ctx.config, spec, on_line=display, observer=StageView(console, display),
-                          ensure_data=lambda: _ensure_synthetic(ctx, data))
+    console.print(
+        f"[bold]mlops pipeline --local[/] job {spec.job_name}, code {spec.code_version}, "
+        f"gate v{ctx.config.gate.version}"
+    )
+    report = run_pipeline(
+        platform,
+        ctx.config,
+        spec,
+        on_line=display,
+        observer=StageView(console, display),
+        ensure_data=lambda: _ensure_synthetic(ctx, data),
+    )
     console.print()
     print_report(report, console)
     write_step_summary(report)
     if report.exit_code == 0 and report.endpoint_url:
-        console.print(f"\ntry: curl -s -X POST -H 'Content-Type: image/png' --data-binary @image.png "
-                      f"{report.endpoint_url}/invocations\nstop: mlops endpoint stop --local")
+        console.print(
+            f"\ntry: curl -s -X POST -H 'Content-Type: image/png' --data-binary @image.png "
+            f"{report.endpoint_url}/invocations\nstop: mlops endpoint stop --local"
+        )
     if report.exit_code == 0 and ctx.args.fail_on_reject and report.decision and not report.decision.passed:
         return GateRejected.exit_code
     return report.exit_code
@@ -324,29 +394,49 @@ def cmd_serve(ctx: Context) -> int:
         if target is None:
             raise UsageError("no production version; pass --version N or --model-dir DIR")
         model_dir = target.model_dir
-    argv = [sys.executable, "-m", "serve", "serve", "--model-dir", str(model_dir), "--host", ctx.args.host,
-            "--port", str(ctx.args.port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "serve",
+        "serve",
+        "--model-dir",
+        str(model_dir),
+        "--host",
+        ctx.args.host,
+        "--port",
+        str(ctx.args.port),
+    ]
     os.execv(sys.executable, argv)  # noqa: S606 -- replaces this process with the server, by design
     return 0  # pragma: no cover
 
 
 # --- parser -----------------------------------------------------------------------------------------
 
+
 def _local_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--local", action="store_true",
-                   help="run on this machine (subprocesses, a local registry and endpoint) instead of AWS")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run on this machine (subprocesses, a local registry and endpoint) instead of AWS",
+    )
 
 
 def _hp_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                   help="hyperparameter override, repeatable (see `python -m train --help` for keys)")
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter override, repeatable (see `python -m train --help` for keys)",
+    )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat declaration of the CLI
     parser = argparse.ArgumentParser(
-        prog="mlops", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="mlops",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train, gate, register, deploy and roll back computer-vision models.\n"
-                    "Local state lives in MLOPS_HOME (default ./.mlops); gate thresholds in mlops.toml.",
+        "Local state lives in MLOPS_HOME (default ./.mlops); gate thresholds in mlops.toml.",
         epilog="Start with: mlops pipeline --local   (the whole loop on this machine, no AWS account)",
     )
     parser.add_argument("--home", help="local state directory (default: $MLOPS_HOME or ./.mlops)")
@@ -374,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     _local_flag(train)
     _hp_flag(train)
     train.add_argument("--data", help="dataset directory with train/ validation/ test/ (default: synthetic)")
-    train.add_argument("--resume", metavar="JOB", help="start an interrupted local job again from its checkpoint")
+    train.add_argument(
+        "--resume", metavar="JOB", help="start an interrupted local job again from its checkpoint"
+    )
     train.add_argument("--verbose", "-v", action="store_true", help="show every line the trainer prints")
     train.set_defaults(handler=cmd_train)
 
@@ -420,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     _local_flag(pipe)
     _hp_flag(pipe)
     pipe.add_argument("--data", help="dataset directory (default: synthetic, created when missing)")
-    pipe.add_argument("--fail-on-reject", action="store_true", help="exit 4 when the gate rejects the candidate")
+    pipe.add_argument(
+        "--fail-on-reject", action="store_true", help="exit 4 when the gate rejects the candidate"
+    )
     pipe.add_argument("--verbose", "-v", action="store_true", help="show every line the trainer prints")
     pipe.set_defaults(handler=cmd_pipeline)
 
@@ -448,3 +542,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["Config", "Settings", "main"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,13 +5,23 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from infra.pipeline import Stage
 from train.metrics import parse_epoch, parse_line
 
-_SHOWN = ("WARNING", "ERROR", "Traceback", "resumed", "received", "stopped", "channel ", "device=", "final ",
-          "model written")
+_SHOWN = (
+    "WARNING",
+    "ERROR",
+    "Traceback",
+    "resumed",
+    "received",
+    "stopped",
+    "channel ",
+    "device=",
+    "final ",
+    "model written",
+)
 
 
 class TrainingDisplay:
@@ -22,7 +32,7 @@ class TrainingDisplay:
         self.verbose = verbose
         self.started = time.monotonic()
         self.progress: Progress | None = None
-        self.task: int | None = None
+        self.task: TaskID | None = None
 
     def __call__(self, line: str) -> None:
         epoch = parse_epoch(line)
@@ -35,11 +45,19 @@ class TrainingDisplay:
         (self.progress.console if self.progress else self.console).print(text, highlight=False, markup=True)
 
     def _epoch(self, epoch: int, epochs: int, values: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={values[k]:.4f}" for k in ("train_loss", "val_loss", "val_accuracy") if k in values)
+        shown = " ".join(
+            f"{k}={values[k]:.4f}" for k in ("train_loss", "val_loss", "val_accuracy") if k in values
+        )
         if self.console.is_terminal:
             if self.progress is None:
-                self.progress = Progress(TextColumn("  training"), BarColumn(), MofNCompleteColumn(),
-                                         TextColumn("epochs"), TimeRemainingColumn(), console=self.console)
+                self.progress = Progress(
+                    TextColumn("  training"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("epochs"),
+                    TimeRemainingColumn(),
+                    console=self.console,
+                )
                 self.progress.start()
                 self.task = self.progress.add_task("train", total=epochs, completed=epoch - 1)
             assert self.task is not None
@@ -66,5 +84,7 @@ class StageView:
     def finished(self, stage: Stage) -> None:
         self.display.close()
         colour = {"ok": "green", "failed": "bold red"}.get(stage.status, "dim")
-        self.console.print(f"  [{colour}]{stage.status}[/] {stage.name} ({stage.seconds:.1f}s) {stage.detail}",
-                           highlight=False)
+        self.console.print(
+            f"  [{colour}]{stage.status}[/] {stage.name} ({stage.seconds:.1f}s) {stage.detail}",
+            highlight=False,
+        )

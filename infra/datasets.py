@@ -17,6 +17,7 @@ Nothing runs at import time.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -137,7 +138,7 @@ def make_synthetic(
         "test_per_class": test_per_class,
         "size": size,
     }
-    reused = _reuse_or_refuse(out, "synthetic", parameters, force, started, say)
+    reused = _reuse_or_refuse(out, "synthetic", parameters, force=force, started=started, say=say)
     if reused is not None:
         return reused
 
@@ -153,9 +154,11 @@ def make_synthetic(
                 for i in range(per_class[split]):
                     key = (seed, split_index, class_index, i)
                     jobs.append((f"{split}/{name}/{i:05d}.png", _synthetic_job(name, size, key)))
-            _write_split(tmp, split, names, jobs, pool, say)
+            _write_split(tmp, split, classes=names, jobs=jobs, pool=pool, say=say)
         counts = {split: per_class[split] * classes for split in SPLITS}
-        _write_metadata(tmp, "synthetic", parameters, seed, names, counts, say)
+        _write_metadata(
+            tmp, "synthetic", parameters=parameters, seed=seed, classes=names, counts=counts, say=say
+        )
     return DatasetInfo(out, "synthetic", sorted(names), counts, True, time.perf_counter() - started)
 
 
@@ -164,20 +167,20 @@ def _synthetic_job(shape: str, size: int, key: tuple[int, int, int, int]) -> Cal
 
 
 def render_shape(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One ``size``x``size`` RGB image (uint8, HWC) of ``shape`` drawn with random colours, noise and placement."""
+    """A ``size`` x ``size`` RGB image (uint8, HWC) of ``shape``: random colours, noise and placement."""
     background = rng.integers(0, 256, 3).astype(np.float64)
     # Colours are uninformative by design; a minimum contrast keeps every image solvable.
     foreground = rng.integers(0, 256, 3).astype(np.float64)
     for _ in range(64):
-        if np.linalg.norm(foreground - background) >= 110:
+        if np.linalg.norm(foreground - background) >= 120:
             break
         foreground = rng.integers(0, 256, 3).astype(np.float64)
-    radius = rng.uniform(0.22, 0.40) * size
+    radius = rng.uniform(0.26, 0.40) * size
     aspect = rng.uniform(0.85, 1.15)
     rx, ry = radius * aspect, radius / aspect
     cx = rng.uniform(0.9 * rx, size - 0.9 * rx)
     cy = rng.uniform(0.9 * ry, size - 0.9 * ry)
-    noise = rng.uniform(4.0, 18.0)
+    noise = rng.uniform(3.0, 14.0)
 
     # Supersampling gives anti-aliased edges, so small shapes keep their outline instead of aliasing.
     ss = 2 if size <= 128 else 1
@@ -195,32 +198,30 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     au, av = np.abs(u), np.abs(v)
     rr = u * u + v * v
     patch = (au <= 0.9) & (av <= 0.9)
-    if shape == "circle":
-        return rr <= 1.0
-    if shape == "ring":
-        return (rr <= 1.0) & (rr >= 0.5**2)
-    if shape == "square":
-        return (au <= 0.85) & (av <= 0.85)
-    if shape == "diamond":
-        return au + av <= 1.05
-    if shape == "triangle":
-        # Apex up, base down: symmetric left/right, unlike a triangle pointing sideways.
-        return (v >= -0.95) & (v <= 0.8) & (au <= (v + 0.95) / 1.75)
-    if shape == "cross":
-        return ((au <= 0.28) & (av <= 1.0)) | ((av <= 0.28) & (au <= 1.0))
-    # 1.8 / 0.36 = 5 bands (bar, gap, bar, gap, bar): an odd count keeps the pattern its own mirror image.
-    if shape == "stripes_h":
-        return patch & (np.floor((v + 0.9) / 0.36) % 2 == 0)
-    if shape == "stripes_v":
-        return patch & (np.floor((u + 0.9) / 0.36) % 2 == 0)
-    if shape == "checker":
-        # A 4x4 board mirrors into the opposite phase, which is still a checkerboard.
-        return patch & ((np.floor((u + 0.9) / 0.45) + np.floor((v + 0.9) / 0.45)) % 2 == 0)
-    if shape == "dots":
+
+    def dots() -> np.ndarray:
         du = u - 0.6 * np.clip(np.rint(u / 0.6), -1, 1)
         dv = v - 0.6 * np.clip(np.rint(v / 0.6), -1, 1)
         return patch & (du * du + dv * dv <= 0.25**2)
-    raise DatasetError(f"unknown synthetic class {shape!r}; known: {', '.join(SYNTHETIC_CLASSES)}")
+
+    masks: dict[str, Callable[[], np.ndarray]] = {
+        "circle": lambda: rr <= 1.0,
+        "ring": lambda: (rr <= 1.0) & (rr >= 0.5**2),
+        "square": lambda: (au <= 0.85) & (av <= 0.85),
+        "diamond": lambda: au + av <= 1.05,
+        # Apex up, base down: symmetric left/right, unlike a triangle pointing sideways.
+        "triangle": lambda: (v >= -0.95) & (v <= 0.8) & (au <= (v + 0.95) / 1.75),
+        "cross": lambda: ((au <= 0.28) & (av <= 1.0)) | ((av <= 0.28) & (au <= 1.0)),
+        # 1.8 / 0.36 = 5 bands (bar, gap, bar, gap, bar): an odd count keeps the pattern its own mirror image.
+        "stripes_h": lambda: patch & (np.floor((v + 0.9) / 0.36) % 2 == 0),
+        "stripes_v": lambda: patch & (np.floor((u + 0.9) / 0.36) % 2 == 0),
+        # A 4x4 board mirrors into the opposite phase, which is still a checkerboard.
+        "checker": lambda: patch & ((np.floor((u + 0.9) / 0.45) + np.floor((v + 0.9) / 0.45)) % 2 == 0),
+        "dots": dots,
+    }
+    if shape not in masks:
+        raise DatasetError(f"unknown synthetic class {shape!r}; known: {', '.join(SYNTHETIC_CLASSES)}")
+    return masks[shape]()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,16 +268,23 @@ def prepare_cifar10(
 
     # Checked before any download, so an existing dataset needs no network at all.
     if source_md5 is not None:
-        reused = _reuse_or_refuse(out, "cifar10", parameters(source_md5), force, started, say)
+        reused = _reuse_or_refuse(
+            out, "cifar10", parameters(source_md5), force=force, started=started, say=say
+        )
         if reused is not None:
             return reused
-    else:
+    elif (read_metadata(out) or {}).get("name") != "cifar10":
+        # Fail before a long download when `out` is plainly foreign; a cifar10 dataset there is
+        # compared with the downloaded archive's md5 below.
         _check_target(out, force)
 
     if archive is None:
-        archive, source_md5 = _fetch_cifar10(url, out.parent / CIFAR10_ARCHIVE_NAME, expected_md5, timeout, say)
+        cache = out.parent / CIFAR10_ARCHIVE_NAME
+        archive, source_md5 = _fetch_cifar10(url, cache, expected_md5=expected_md5, timeout=timeout, say=say)
         if expected_md5 is None:
-            reused = _reuse_or_refuse(out, "cifar10", parameters(source_md5), force, started, say)
+            reused = _reuse_or_refuse(
+                out, "cifar10", parameters(source_md5), force=force, started=started, say=say
+            )
             if reused is not None:
                 return reused
     assert source_md5 is not None
@@ -302,9 +310,17 @@ def prepare_cifar10(
                 (f"{split}/{names[records[row, 0]]}/{row:05d}.png", _cifar_job(records, int(row)))
                 for row in rows[split]
             ]
-            _write_split(tmp, split, names, jobs, pool, say)
+            _write_split(tmp, split, classes=names, jobs=jobs, pool=pool, say=say)
         counts = {split: len(rows[split]) for split in SPLITS}
-        _write_metadata(tmp, "cifar10", parameters(source_md5), seed, names, counts, say)
+        _write_metadata(
+            tmp,
+            "cifar10",
+            parameters=parameters(source_md5),
+            seed=seed,
+            classes=names,
+            counts=counts,
+            say=say,
+        )
     return DatasetInfo(out, "cifar10", sorted(names), counts, True, time.perf_counter() - started)
 
 
@@ -325,7 +341,8 @@ def _stratified_validation(labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _refuse_python_edition_name(archive: Path) -> None:
-    if "python" in archive.name.lower() or archive.name.lower().endswith((".pkl", ".pickle")):
+    # By name here, by md5 and by member names later: renamed copies are caught too.
+    if archive.name.lower().startswith("cifar-10-python"):
         raise DatasetError(_python_edition_message(archive))
 
 
@@ -355,9 +372,9 @@ def _md5_file(path: Path) -> str:
 
 
 def _fetch_cifar10(
-    url: str, cache: Path, expected_md5: str | None, timeout: float, say: Progress
+    url: str, cache: Path, *, expected_md5: str | None, timeout: float, say: Progress
 ) -> tuple[Path, str]:
-    """Return the cached archive, downloading it first if needed; the cache only ever holds a verified file."""
+    """The cached archive, downloaded first if needed; the cache only ever holds a verified file."""
     if cache.is_file():
         say(f"using cached {cache}")
         md5 = _md5_file(cache)
@@ -368,17 +385,15 @@ def _fetch_cifar10(
             )
         return cache, md5
     if not url.lower().startswith(("http://", "https://")):
-        raise DatasetError(f"cannot download CIFAR-10 from {url}: only http:// and https:// URLs are supported")
+        raise DatasetError(f"cannot download CIFAR-10 from {url}: only http:// and https:// URLs work")
 
     cache.parent.mkdir(parents=True, exist_ok=True)
     say(f"downloading {url}")
     fd, partial_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".partial", dir=cache.parent)
+    os.close(fd)
     partial = Path(partial_name)
     try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as sink:
-            _download(url, sink, digest, timeout, say)
-        md5 = digest.hexdigest()
+        md5 = _download(url, partial, timeout, say)
         if md5 == _CIFAR10_PYTHON_MD5:
             raise DatasetError(_python_edition_message(Path(url)))
         if expected_md5 is not None and md5 != expected_md5:
@@ -392,10 +407,15 @@ def _fetch_cifar10(
     return cache, md5
 
 
-def _download(url: str, sink: Any, digest: Any, timeout: float, say: Progress) -> None:
+def _download(url: str, dest: Path, timeout: float, say: Progress) -> str:
+    """Stream ``url`` into ``dest``; returns the md5 of what was written."""
+    digest = hashlib.md5(usedforsecurity=False)
     try:
         # The scheme is checked by the caller; the URL is the user's choice of mirror.
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with (
+            urllib.request.urlopen(url, timeout=timeout) as response,  # noqa: S310
+            dest.open("wb") as sink,
+        ):
             total = int(response.headers.get("Content-Length") or 0)
             done, next_report = 0, 0.1
             while block := response.read(1 << 20):
@@ -407,6 +427,12 @@ def _download(url: str, sink: Any, digest: Any, timeout: float, say: Progress) -
                     next_report += 0.1
             if total and done != total:
                 raise DatasetError(f"download of {url} stopped after {done} of {total} bytes; run again")
+    except http.client.HTTPException as exc:
+        # Raised mid-body (IncompleteRead, bad status line): the server or the connection gave up.
+        raise DatasetError(
+            f"download of {url} was cut off ({type(exc).__name__}); run again, or download "
+            f"{CIFAR10_ARCHIVE_NAME} elsewhere and pass --archive PATH"
+        ) from exc
     except urllib.error.HTTPError as exc:
         raise DatasetError(
             f"cannot download CIFAR-10 from {url} (HTTP {exc.code} {exc.reason}); "
@@ -415,9 +441,10 @@ def _download(url: str, sink: Any, digest: Any, timeout: float, say: Progress) -
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise DatasetError(
-            f"cannot download CIFAR-10 from {url} ({str(reason) or type(reason).__name__}): this machine seems "
-            f"offline; download {CIFAR10_ARCHIVE_NAME} elsewhere and pass --archive PATH"
+            f"cannot download CIFAR-10 from {url} ({str(reason) or type(reason).__name__}): this machine "
+            f"seems offline; download {CIFAR10_ARCHIVE_NAME} elsewhere and pass --archive PATH"
         ) from exc
+    return digest.hexdigest()
 
 
 def _read_cifar_archive(archive: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -432,10 +459,17 @@ def _read_cifar_archive(archive: Path) -> tuple[list[str], np.ndarray, np.ndarra
                 parts = PurePosixPath(member.name).parts
                 if "cifar-10-batches-py" in parts:
                     raise DatasetError(_python_edition_message(archive))
-                if not member.isfile() or len(parts) < 2 or parts[-2] != _CIFAR_DIR or parts[-1] not in wanted:
+                if (
+                    not member.isfile()
+                    or len(parts) < 2
+                    or parts[-2] != _CIFAR_DIR
+                    or parts[-1] not in wanted
+                ):
                     continue
                 if member.size > _CIFAR_MAX_MEMBER:
-                    raise DatasetError(f"{archive}: {member.name} is {member.size} bytes, too large for CIFAR-10")
+                    raise DatasetError(
+                        f"{archive}: {member.name} is {member.size} bytes, too big for CIFAR-10"
+                    )
                 handle = tar.extractfile(member)
                 if handle is None:
                     continue
@@ -461,7 +495,7 @@ def _cifar_class_names(archive: Path, data: bytes) -> list[str]:
         raise DatasetError(f"{archive}: {_CIFAR_META_FILE} is not text") from exc
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != 10 or len(set(names)) != 10:
-        raise DatasetError(f"{archive}: {_CIFAR_META_FILE} should list 10 distinct class names, found {names}")
+        raise DatasetError(f"{archive}: {_CIFAR_META_FILE} must list 10 distinct class names, not {names}")
     bad = [name for name in names if not _CLASS_NAME.match(name)]
     if bad:
         raise DatasetError(f"{archive}: {_CIFAR_META_FILE} has class names unfit for directories: {bad}")
@@ -522,7 +556,7 @@ def _is_empty_dir(path: Path) -> bool:
 
 
 def _reuse_or_refuse(
-    out: Path, name: str, parameters: dict[str, Any], force: bool, started: float, say: Progress
+    out: Path, name: str, parameters: dict[str, Any], *, force: bool, started: float, say: Progress
 ) -> DatasetInfo | None:
     """An existing matching dataset (reused), or None when a new one should be written."""
     if not (out.exists() or out.is_symlink()) or _is_empty_dir(out):
@@ -536,7 +570,11 @@ def _reuse_or_refuse(
     )
     if matches and not force:
         assert meta is not None
-        counts = {split: int(meta["counts"][split]) for split in SPLITS}
+        try:
+            counts = {split: int(meta["counts"][split]) for split in SPLITS}
+            classes = [str(name) for name in meta["classes"]]
+        except (KeyError, TypeError, ValueError):
+            counts, classes = {}, []
         on_disk = {split: _count_pngs(out / split) for split in SPLITS}
         if on_disk != counts:
             raise DatasetError(
@@ -544,7 +582,7 @@ def _reuse_or_refuse(
                 f"pass --force to rebuild it"
             )
         say(f"reusing the existing {name} dataset at {out}")
-        return DatasetInfo(out, name, list(meta["classes"]), counts, False, time.perf_counter() - started)
+        return DatasetInfo(out, name, classes, counts, False, time.perf_counter() - started)
     if not force:
         if meta is not None and meta.get("name") == name:
             raise DatasetError(
@@ -571,7 +609,7 @@ def _check_target(out: Path, force: bool) -> None:
     resolved = out.resolve()
     cwd = Path.cwd().resolve()
     # --force deletes the old directory; a slip like `--out ~` or `--out .` must not wipe real work.
-    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() or resolved in (cwd, *cwd.parents):
+    if resolved in (Path(resolved.anchor), Path.home().resolve(), cwd, *cwd.parents):
         raise DatasetError(
             f"refusing to replace {out}: it is the filesystem root, the home directory or contains the "
             f"current directory; choose a dedicated dataset directory"
@@ -628,7 +666,8 @@ def _install(tmp: Path, out: Path, force: bool) -> None:
 
 @contextmanager
 def _pool() -> Iterator[ThreadPoolExecutor]:
-    # PNG encoding and file writes release the GIL, so threads scale with cores without pickling.
+    # zlib and file writes release the GIL for part of each image, and threads share the decoded
+    # records without the pickling a process pool would need.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="dataset-write")
     try:
         yield pool
@@ -642,6 +681,7 @@ def _pool() -> Iterator[ThreadPoolExecutor]:
 def _write_split(
     tmp: Path,
     split: str,
+    *,
     classes: Sequence[str],
     jobs: Sequence[tuple[str, Callable[[], np.ndarray]]],
     pool: ThreadPoolExecutor,
@@ -674,6 +714,7 @@ def _write_chunk(tmp: Path, jobs: Sequence[tuple[str, Callable[[], np.ndarray]]]
 def _write_metadata(
     tmp: Path,
     name: str,
+    *,
     parameters: dict[str, Any],
     seed: int,
     classes: Sequence[str],

@@ -18,10 +18,10 @@ from train.metrics import BY_KEY
 @dataclass(frozen=True)
 class Check:
     metric: str
-    kind: str                   # "threshold" or "regression"
-    op: str                     # ">=" or "<="
-    target: float | None        # the threshold, or production's value adjusted by the tolerance
-    value: float | None         # the candidate's value (None when it lacks the metric)
+    kind: str  # "threshold" or "regression"
+    op: str  # ">=" or "<="
+    target: float | None  # the threshold, or production's value adjusted by the tolerance
+    value: float | None  # the candidate's value (None when it lacks the metric)
     passed: bool
     production: float | None = None
 
@@ -37,8 +37,10 @@ class Check:
         mark = "ok" if self.passed else "FAILED"
         if self.kind == "threshold":
             return f"{self.metric} {self.value:.4f} {self.op} {self.target:.4f} ({mark})"
-        return (f"{self.metric} {self.value:.4f} vs production {self.production:.4f} "
-                f"({self.delta:+.4f}; must be {self.op} {self.target:.4f}) ({mark})")
+        return (
+            f"{self.metric} {self.value:.4f} vs production {self.production:.4f} "
+            f"({self.delta:+.4f}; must be {self.op} {self.target:.4f}) ({mark})"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ def _threshold(metric: str, op: str, target: float, candidate: Mapping[str, floa
     return Check(metric, "threshold", op, target, value, passed)
 
 
-def _regression(metric: str, candidate: Mapping[str, float], production: Mapping[str, float],
-                tolerance: float) -> Check | None:
+def _regression(
+    metric: str, candidate: Mapping[str, float], production: Mapping[str, float], tolerance: float
+) -> Check | None:
     prod = production.get(metric)
     if prod is None:  # production predates this metric: nothing to compare against
         return None
@@ -77,8 +80,12 @@ def _regression(metric: str, candidate: Mapping[str, float], production: Mapping
     return Check(metric, "regression", op, target, value, passed, production=prod)
 
 
-def evaluate(candidate: Mapping[str, float], gate: GateConfig, production: Mapping[str, float] | None = None,
-             production_version: str | None = None) -> Decision:
+def evaluate(
+    candidate: Mapping[str, float],
+    gate: GateConfig,
+    production: Mapping[str, float] | None = None,
+    production_version: str | None = None,
+) -> Decision:
     checks = [_threshold(m, ">=", t, candidate) for m, t in gate.min.items()]
     checks += [_threshold(m, "<=", t, candidate) for m, t in gate.max.items()]
     if production is not None:
@@ -88,9 +95,15 @@ def evaluate(candidate: Mapping[str, float], gate: GateConfig, production: Mappi
     if failed:
         reasons = ["rejected: " + "; ".join(c.describe() for c in failed)]
     elif production is None:
-        reasons = [f"promote: meets all {len(checks)} thresholds of gate v{gate.version}; no model in production yet"]
+        reasons = [
+            f"promote: meets all {len(checks)} thresholds of gate v{gate.version}; no model in production yet"
+        ]
     else:
-        reasons = [f"promote: meets all thresholds of gate v{gate.version} and does not regress against "
-                   f"production {production_version} beyond the tolerance of {gate.tolerance}"]
+        reasons = [
+            f"promote: meets all thresholds of gate v{gate.version} and does not regress against "
+            f"production {production_version} beyond the tolerance of {gate.tolerance}"
+        ]
     reasons += [c.describe() for c in checks]
-    return Decision(passed, gate.version, checks, production_version if production is not None else None, reasons)
+    return Decision(
+        passed, gate.version, checks, production_version if production is not None else None, reasons
+    )

@@ -60,8 +60,15 @@ def _verify(platform: Platform, data: Path, count: int, classes: list[str]) -> d
     return smoke_test(platform.invoke, samples, classes)
 
 
-def run_pipeline(platform: Platform, config: Config, spec: TrainingSpec, *, on_line: LineSink,
-                 observer: StageObserver, ensure_data: Callable[[], str]) -> PipelineReport:
+def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, one early exit each
+    platform: Platform,
+    config: Config,
+    spec: TrainingSpec,
+    *,
+    on_line: LineSink,
+    observer: StageObserver,
+    ensure_data: Callable[[], str],
+) -> PipelineReport:
     report = PipelineReport()
 
     def stage(name: str, work: Callable[[], tuple[str, str]]) -> bool:
@@ -96,9 +103,12 @@ def run_pipeline(platform: Platform, config: Config, spec: TrainingSpec, *, on_l
         assert report.training is not None
         production = platform.production()
         report.production_before = production
-        report.decision = gate.evaluate(report.training.metrics, config.gate,
-                                        production.metrics if production else None,
-                                        production.label if production else None)
+        report.decision = gate.evaluate(
+            report.training.metrics,
+            config.gate,
+            production.metrics if production else None,
+            production.label if production else None,
+        )
         return OK, report.decision.summary
 
     def do_register() -> tuple[str, str]:
@@ -114,8 +124,10 @@ def run_pipeline(platform: Platform, config: Config, spec: TrainingSpec, *, on_l
         if not result.ok:
             return FAILED, result.message
         smoke = result.smoke or {}
-        return OK, (f"{result.message}; smoke test {smoke.get('images', 0)} images, "
-                    f"p50 {smoke.get('p50_ms') or 0:.1f} ms")
+        return OK, (
+            f"{result.message}; smoke test {smoke.get('images', 0)} images, "
+            f"p50 {smoke.get('p50_ms') or 0:.1f} ms"
+        )
 
     def do_verify() -> tuple[str, str]:
         assert report.version is not None
@@ -123,7 +135,11 @@ def run_pipeline(platform: Platform, config: Config, spec: TrainingSpec, *, on_l
         check = _verify(platform, spec.data, config.local.verify_images, classes)
         report.verify = check
         if check["ok"]:
-            return OK, f"{check['images']} test images, accuracy {check['accuracy']:.4f}, p50 {check['p50_ms']:.1f} ms"
+            return (
+                OK,
+                f"{check['images']} test images, accuracy {check['accuracy']:.4f}, "
+                f"p50 {check['p50_ms']:.1f} ms",
+            )
         previous = report.deploy.previous_version if report.deploy else None
         detail = f"verification failed: {'; '.join(check['errors'])}"
         if previous is not None:
@@ -149,7 +165,9 @@ def run_pipeline(platform: Platform, config: Config, spec: TrainingSpec, *, on_l
     if not report.decision.passed:
         skip(("deploy", "verify"), "the gate rejected the candidate")
         kept = report.production_before.label if report.production_before else "nothing"
-        report.outcome = f"kept {kept} in production: candidate {report.version.label if report.version else ''} rejected"
+        report.outcome = (
+            f"kept {kept} in production: candidate {report.version.label if report.version else ''} rejected"
+        )
         report.endpoint_url = platform.endpoint_status().url
         return report
     if not stage("deploy", do_deploy):

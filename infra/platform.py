@@ -18,14 +18,14 @@ LineSink = Callable[[str], None]
 class TrainingSpec:
     job_name: str
     hyperparameters: dict[str, str]
-    data: Path                     # holds train/ validation/ test/ (local path; an S3 prefix on AWS)
+    data: Path  # holds train/ validation/ test/ (local path; an S3 prefix on AWS)
     code_version: str
 
 
 @dataclass
 class TrainingResult:
     job_name: str
-    status: str                    # Completed | Failed | Stopped
+    status: str  # Completed | Failed | Stopped
     model_dir: Path | None
     metrics: dict[str, float]
     seconds: float
@@ -38,7 +38,7 @@ class TrainingResult:
 @dataclass
 class ModelVersion:
     version: int
-    status: str                    # Approved | Rejected | PendingManualApproval (SageMaker's vocabulary)
+    status: str  # Approved | Rejected | PendingManualApproval (SageMaker's vocabulary)
     metrics: dict[str, float]
     model_dir: Path
     created_at: str
@@ -56,7 +56,7 @@ class ModelVersion:
 @dataclass
 class DeployResult:
     ok: bool
-    version: int | None            # what the endpoint serves afterwards
+    version: int | None  # what the endpoint serves afterwards
     url: str | None
     message: str
     smoke: dict[str, Any] | None = None

@@ -25,7 +25,7 @@ def _wandb_line(report: PipelineReport) -> str:
 
 
 def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, str]]:
-    rows = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     if report.decision is None:
         return rows
     for check in report.decision.checks:
@@ -33,8 +33,16 @@ def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, st
         target = f"{check.op} {check.target:.4f}" if check.target is not None else ""
         prod = f"{check.production:.4f}" if check.production is not None else ""
         delta = f"{check.delta:+.4f}" if check.delta is not None else ""
-        rows.append((check.metric, check.kind, value, target, prod + (f" ({delta})" if delta else ""),
-                     "pass" if check.passed else "FAIL"))
+        rows.append(
+            (
+                check.metric,
+                check.kind,
+                value,
+                target,
+                prod + (f" ({delta})" if delta else ""),
+                "pass" if check.passed else "FAIL",
+            )
+        )
     return rows
 
 
@@ -47,15 +55,20 @@ def print_report(report: PipelineReport, console: Console) -> None:
     console.print(stages)
     if report.decision is not None:
         before = report.production_before.label if report.production_before else "none"
-        table = Table(title=f"quality gate v{report.decision.gate_version} (production before: {before})",
-                      title_justify="left")
+        table = Table(
+            title=f"quality gate v{report.decision.gate_version} (production before: {before})",
+            title_justify="left",
+        )
         for col in ("metric", "check", "candidate", "required", "production (delta)", "result"):
             table.add_column(col)
         for row in _gate_rows(report):
             table.add_row(*row[:-1], f"[{'green' if row[-1] == 'pass' else 'bold red'}]{row[-1]}[/]")
         console.print(table)
     console.print(f"[bold]decision:[/] {report.decision.summary if report.decision else 'none'}")
-    console.print(f"[bold]version:[/]  {report.version.label + ' (' + report.version.status + ')' if report.version else 'none'}")
+    console.print(
+        "[bold]version:[/]  "
+        + (f"{report.version.label} ({report.version.status})" if report.version else "none")
+    )
     console.print(f"[bold]W&B run:[/]  {_wandb_line(report)}")
     console.print(f"[bold]endpoint:[/] {report.endpoint_url or 'not serving'}")
     style = "green" if report.exit_code == 0 else "bold red"
@@ -64,15 +77,27 @@ def print_report(report: PipelineReport, console: Console) -> None:
 
 def markdown(report: PipelineReport) -> str:
     lines = ["## Pipeline", "", "| stage | status | seconds | detail |", "|---|---|---|---|"]
-    lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.detail.replace('|', '/')} |" for s in report.stages]
+    lines += [
+        f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.detail.replace('|', '/')} |" for s in report.stages
+    ]
     if report.decision is not None:
-        lines += ["", f"### Quality gate v{report.decision.gate_version}", "",
-                  "| metric | check | candidate | required | production (delta) | result |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### Quality gate v{report.decision.gate_version}",
+            "",
+            "| metric | check | candidate | required | production (delta) | result |",
+            "|---|---|---|---|---|---|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in _gate_rows(report)]
-    lines += ["", f"**Decision:** {report.decision.summary if report.decision else 'none'}",
-              f"**Version:** {report.version.label if report.version else 'none'}",
-              f"**W&B run:** {_wandb_line(report)}", f"**Endpoint:** {report.endpoint_url or 'not serving'}",
-              f"**Outcome:** {report.outcome}", ""]
+    lines += [
+        "",
+        f"**Decision:** {report.decision.summary if report.decision else 'none'}",
+        f"**Version:** {report.version.label if report.version else 'none'}",
+        f"**W&B run:** {_wandb_line(report)}",
+        f"**Endpoint:** {report.endpoint_url or 'not serving'}",
+        f"**Outcome:** {report.outcome}",
+        "",
+    ]
     return "\n".join(lines)
 
 

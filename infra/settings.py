@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if env is None else env
-        values = {k[len("MLOPS_"):].lower(): v for k, v in source.items() if k.startswith("MLOPS_")}
+        values = {k[len("MLOPS_") :].lower(): v for k, v in source.items() if k.startswith("MLOPS_")}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -124,7 +124,9 @@ class Config(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Config:
         if not path.is_file():
-            raise UsageError(f"config file {path} not found; set MLOPS_CONFIG or run from the repository root")
+            raise UsageError(
+                f"config file {path} not found; set MLOPS_CONFIG or run from the repository root"
+            )
         try:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from artifact.manifest import ArtifactError
+
 if TYPE_CHECKING:
     from serve.predictor import Predictor
 
@@ -115,37 +117,38 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
+    if not settings.model_dir.is_dir():
+        return _fail(f"model directory {settings.model_dir} does not exist (see --model-dir)")
     _configure_logging()
     # One thread builds, warms and runs the model (see predictor.py on OpenMP pools).
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     try:
         try:
             predictor, threads = executor.submit(_load, settings).result()
+        except ArtifactError as exc:
+            return _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - any load failure is one line for the operator
-            print(f"serve: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
-            return 1
+            return _fail(f"cannot load the model from {settings.model_dir}: {type(exc).__name__}: {exc}")
         return _serve(predictor, executor, settings, threads)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _load(settings: Settings) -> tuple[Predictor, int]:
-    import torch  # noqa: PLC0415 - imported here so `--help` and flag errors answer at once
+    import torch
 
-    from serve import codecs  # noqa: PLC0415
-    from serve.predictor import Predictor  # noqa: PLC0415
+    from serve import codecs
+    from serve.predictor import Predictor
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    if not settings.model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {settings.model_dir} does not exist (see --model-dir)")
     predictor = Predictor.load(settings.model_dir)
     codecs.warm_up()
     return predictor, torch.get_num_threads()
 
 
 def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Settings, threads: int) -> int:
-    from serve.app import Limits, create_app  # noqa: PLC0415
+    from serve.app import Limits, create_app
 
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_batch=settings.max_batch)
     config = uvicorn.Config(
@@ -158,9 +161,15 @@ def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Setting
         # Outlive a front end's 60 s idle timeout so it never reuses a connection we have just closed.
         timeout_keep_alive=75,
     )
-    arch, n = predictor.manifest.architecture, predictor.num_classes
-    plural = "s" if threads != 1 else ""
-    banner = f"serving {arch} ({n} classes, {threads} torch thread{plural}) from {settings.model_dir}"
+    manifest = predictor.manifest
+    logging.getLogger("serve").info(
+        "verified and warmed %s (weights sha256 %s); inference on %d torch thread%s",
+        manifest.architecture,
+        manifest.files.get(manifest.weights, "")[:12],
+        threads,
+        "" if threads == 1 else "s",
+    )
+    banner = f"serving {manifest.architecture} ({predictor.num_classes} classes) from {settings.model_dir}"
     server = _Server(config, banner)
     stopped_by: list[int] = []
     if threading.current_thread() is threading.main_thread():
@@ -186,6 +195,11 @@ class _Server(uvicorn.Server):
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             logging.getLogger("serve").info("%s on http://%s:%d", self.banner, host, port)
+
+
+def _fail(message: str) -> int:
+    print(f"serve: error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:

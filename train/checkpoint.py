@@ -28,7 +28,7 @@ def save(directory: Path, state: dict[str, Any]) -> Path:
         torch.save(state, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    tmp.replace(final)
     return final
 
 
@@ -40,9 +40,15 @@ def load(directory: Path) -> dict[str, Any] | None:
     return state
 
 
-def check_compatible(state: dict[str, Any], *, arch: str, classes: list[str], image_size: int, directory: Path) -> None:
+def check_compatible(
+    state: dict[str, Any], *, arch: str, classes: list[str], image_size: int, directory: Path
+) -> None:
     mine = {"arch": arch, "classes": classes, "image_size": image_size}
-    theirs = {"arch": state["config"]["arch"], "classes": state["classes"], "image_size": state["config"]["image_size"]}
+    theirs = {
+        "arch": state["config"]["arch"],
+        "classes": state["classes"],
+        "image_size": state["config"]["image_size"],
+    }
     diffs = [k for k in mine if mine[k] != theirs[k]]
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {theirs[k]!r} vs job {mine[k]!r}" for k in diffs)

@@ -33,26 +33,46 @@ def _choice(*options: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class TrainConfig:
     task: str = field(default="classification", metadata={**_choice(*TASKS), "help": "task family"})
-    arch: str = field(default="resnet18", metadata={**_choice(*ARCHITECTURES),
-                      "help": "resnet18 (CIFAR stem, for GPUs) or smallcnn (fast CPU demos)"})
+    arch: str = field(
+        default="resnet18",
+        metadata={
+            **_choice(*ARCHITECTURES),
+            "help": "resnet18 (CIFAR stem, for GPUs) or smallcnn (fast CPU demos)",
+        },
+    )
     epochs: int = field(default=30, metadata={"min": 1, "max": 10_000, "help": "passes over train"})
     batch_size: int = field(default=128, metadata={"min": 1, "max": 65_536, "help": "images per step"})
-    learning_rate: float = field(default=0.1, metadata={"min_exclusive": 0.0, "max": 10.0,
-                                 "help": "peak learning rate"})
+    learning_rate: float = field(
+        default=0.1, metadata={"min_exclusive": 0.0, "max": 10.0, "help": "peak learning rate"}
+    )
     optimizer: str = field(default="sgd", metadata={**_choice("sgd", "adamw"), "help": "optimiser"})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max_exclusive": 1.0, "help": "SGD momentum"})
-    weight_decay: float = field(default=5e-4, metadata={"min": 0.0, "max": 1.0, "help": "L2 / decoupled decay"})
-    scheduler: str = field(default="cosine", metadata={**_choice("cosine", "onecycle", "step", "constant"),
-                           "help": "learning-rate schedule (per step)"})
+    weight_decay: float = field(
+        default=5e-4, metadata={"min": 0.0, "max": 1.0, "help": "L2 / decoupled decay"}
+    )
+    scheduler: str = field(
+        default="cosine",
+        metadata={
+            **_choice("cosine", "onecycle", "step", "constant"),
+            "help": "learning-rate schedule (per step)",
+        },
+    )
     warmup_epochs: int = field(default=0, metadata={"min": 0, "max": 1000, "help": "linear warm-up epochs"})
-    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max_exclusive": 1.0,
-                                   "help": "cross-entropy label smoothing"})
-    augment: str = field(default="standard", metadata={**_choice("standard", "none"),
-                         "help": "standard = 4-px padded random crop + horizontal flip"})
+    label_smoothing: float = field(
+        default=0.0, metadata={"min": 0.0, "max_exclusive": 1.0, "help": "cross-entropy label smoothing"}
+    )
+    augment: str = field(
+        default="standard",
+        metadata={
+            **_choice("standard", "none"),
+            "help": "standard = 4-px padded random crop + horizontal flip",
+        },
+    )
     image_size: int = field(default=32, metadata={"min": 8, "max": 1024, "help": "input side in pixels"})
     seed: int = field(default=42, metadata={"min": 0, "max": 2**31 - 1, "help": "random seed"})
-    device: str = field(default="auto", metadata={**_choice("auto", "cpu", "cuda"),
-                        "help": "auto picks cuda when available"})
+    device: str = field(
+        default="auto", metadata={**_choice("auto", "cpu", "cuda"), "help": "auto picks cuda when available"}
+    )
     amp: bool = field(default=True, metadata={"help": "mixed precision on cuda (ignored on cpu)"})
 
     @classmethod
@@ -98,7 +118,9 @@ def _parse_bool(key: str, text: str) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise ConfigError(f"hyperparameter {key!r}: {text!r} is not a boolean; accepted: true, false, 1, 0, yes, no")
+    raise ConfigError(
+        f"hyperparameter {key!r}: {text!r} is not a boolean; accepted: true, false, 1, 0, yes, no"
+    )
 
 
 def _parse_number(key: str, text: str, kind: type, meta: Mapping[str, Any]) -> Any:
@@ -123,8 +145,20 @@ def _parse_number(key: str, text: str, kind: type, meta: Mapping[str, Any]) -> A
 
 
 def _range(meta: Mapping[str, Any]) -> str:
-    low = f"> {meta['min_exclusive']}" if "min_exclusive" in meta else f">= {meta['min']}" if "min" in meta else ""
-    high = f"< {meta['max_exclusive']}" if "max_exclusive" in meta else f"<= {meta['max']}" if "max" in meta else ""
+    low = (
+        f"> {meta['min_exclusive']}"
+        if "min_exclusive" in meta
+        else f">= {meta['min']}"
+        if "min" in meta
+        else ""
+    )
+    high = (
+        f"< {meta['max_exclusive']}"
+        if "max_exclusive" in meta
+        else f"<= {meta['max']}"
+        if "max" in meta
+        else ""
+    )
     return "accepted: " + " and ".join(p for p in (low, high) if p) if (low or high) else "accepted: any"
 
 
@@ -133,9 +167,14 @@ def describe() -> list[tuple[str, str, str, str]]:
     rows = []
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
-        accepted = ", ".join(meta["choices"]) if "choices" in meta else (
-            "true/false" if f.type in (bool, "bool") else _range(meta).removeprefix("accepted: "))
-        rows.append((f.name, str(f.type), _to_string(f.default), f"{accepted}. {meta.get('help', '')}".strip()))
+        accepted = (
+            ", ".join(meta["choices"])
+            if "choices" in meta
+            else ("true/false" if f.type in (bool, "bool") else _range(meta).removeprefix("accepted: "))
+        )
+        rows.append(
+            (f.name, str(f.type), _to_string(f.default), f"{accepted}. {meta.get('help', '')}".strip())
+        )
     return rows
 
 
@@ -160,7 +199,9 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
         if "choices" in meta:
             low = text.lower()
             if low not in meta["choices"]:
-                raise ConfigError(f"hyperparameter {key!r}: {text!r} is not one of: {', '.join(meta['choices'])}")
+                raise ConfigError(
+                    f"hyperparameter {key!r}: {text!r} is not one of: {', '.join(meta['choices'])}"
+                )
             values[key] = low
         elif f.type in (bool, "bool"):
             values[key] = _parse_bool(key, text)
@@ -171,6 +212,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
     config = TrainConfig(**values)
     if config.warmup_epochs >= config.epochs and config.warmup_epochs > 0:
         raise ConfigError(
-            f"hyperparameter 'warmup_epochs': {config.warmup_epochs} must be smaller than epochs ({config.epochs})"
+            f"hyperparameter 'warmup_epochs': {config.warmup_epochs} "
+            f"must be smaller than epochs ({config.epochs})"
         )
     return config

@@ -29,8 +29,8 @@ class DataError(ValueError):
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor            # (N, 3, S, S) uint8
-    labels: torch.Tensor            # (N,) int64
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
     fingerprint: str = ""
@@ -51,7 +51,9 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, bytes]:
         return None, data
 
 
-def load_channel(root: Path, image_size: int, classes: list[str] | None = None, *, name: str = "") -> ImageSet:
+def load_channel(
+    root: Path, image_size: int, classes: list[str] | None = None, *, name: str = ""
+) -> ImageSet:
     """Decode `root/<class>/*` into an ImageSet. `classes` (from train) fixes the label order."""
     label = name or root.name
     if not root.is_dir():
@@ -62,7 +64,9 @@ def load_channel(root: Path, image_size: int, classes: list[str] | None = None, 
     if classes is None:
         classes = found
         if len(classes) < 2:
-            raise DataError(f"channel {label!r} at {root} has {len(classes)} class; a classifier needs 2 or more")
+            raise DataError(
+                f"channel {label!r} at {root} has {len(classes)} class; a classifier needs 2 or more"
+            )
     else:
         unknown = sorted(set(found) - set(classes))
         if unknown:
@@ -71,8 +75,11 @@ def load_channel(root: Path, image_size: int, classes: list[str] | None = None, 
     for index, cls in enumerate(classes):
         cls_dir = root / cls
         if cls_dir.is_dir():
-            files += [(p, index) for p in sorted(cls_dir.iterdir())
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            files += [
+                (p, index)
+                for p in sorted(cls_dir.iterdir())
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            ]
     if not files:
         raise DataError(f"channel {label!r} at {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -91,7 +98,9 @@ def load_channel(root: Path, image_size: int, classes: list[str] | None = None, 
     if not arrays:
         raise DataError(f"channel {label!r} at {root}: all {len(files)} images are unreadable")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), list(classes), skipped, digest.hexdigest())
+    return ImageSet(
+        images, torch.tensor(labels, dtype=torch.int64), list(classes), skipped, digest.hexdigest()
+    )
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -110,21 +119,29 @@ def _augment(batch: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
     flip = torch.rand(n, generator=generator).lt(0.5).tolist()
     out = torch.empty_like(batch)
     for i in range(n):
-        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        crop = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
         out[i] = crop.flip(-1) if flip[i] else crop
     return out
 
 
-def batches(data: ImageSet, batch_size: int, *, mean: list[float], std: list[float], device: torch.device,
-            shuffle: bool = False, augment: bool = False,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    data: ImageSet,
+    batch_size: int,
+    *,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    shuffle: bool = False,
+    augment: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised float batches on `device`; augmentation runs on uint8 on the CPU, before the copy."""
     gen = generator or torch.Generator().manual_seed(0)
     order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     for start in range(0, len(data), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         images = data.images[index]
         if augment:
             images = _augment(images, gen)

@@ -24,7 +24,7 @@ class EvalResult:
     loss: float
     accuracy: float
     per_class: list[float]
-    confusion: list[list[int]]   # confusion[true][predicted]
+    confusion: list[list[int]]  # confusion[true][predicted]
 
     @property
     def min_class_accuracy(self) -> float:
@@ -35,10 +35,15 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     # No weight decay on norms and biases: decaying them only hurts (standard practice since ResNet recipes).
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.learning_rate)
-    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=config.momentum > 0)
+    return torch.optim.SGD(
+        groups, lr=config.learning_rate, momentum=config.momentum, nesterov=config.momentum > 0
+    )
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -61,10 +66,16 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
     return factor
 
 
-def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    loss_fn: nn.Module, scaler: torch.amp.GradScaler | None,
-                    should_stop: Callable[[], bool]) -> EpochStats | None:
+def train_one_epoch(
+    model: nn.Module,
+    *,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    scaler: torch.amp.GradScaler | None,
+    should_stop: Callable[[], bool],
+) -> EpochStats | None:
     """Train over `batches`; None when `should_stop()` turned true (the epoch is then incomplete)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -86,7 +97,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         scheduler.step()
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"training diverged (loss={loss.item()}); lower learning_rate (now {optimizer.param_groups[0]['lr']:.4g})"
+                f"training diverged (loss={loss.item()}); "
+                f"lower learning_rate (now {optimizer.param_groups[0]['lr']:.4g})"
             )
         n = y.shape[0]
         total_loss += loss.item() * n
@@ -96,7 +108,9 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int) -> EvalResult:
+def evaluate(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int
+) -> EvalResult:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)

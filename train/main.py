@@ -20,7 +20,6 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -46,8 +45,11 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.signal = signum
-        print(f"received {signal.Signals(signum).name}: stopping after this step; "
-              "the last checkpoint will be resumed", flush=True)
+        print(
+            f"received {signal.Signals(signum).name}: stopping after this step; "
+            "the last checkpoint will be resumed",
+            flush=True,
+        )
 
 
 @dataclass
@@ -83,7 +85,9 @@ def _device(config: TrainConfig) -> Any:
     import torch
 
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("hyperparameter 'device': 'cuda' was asked for but no CUDA device is available; use auto or cpu")
+        raise ConfigError(
+            "hyperparameter 'device': 'cuda' was asked for but no CUDA device is available; use auto or cpu"
+        )
     return torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
@@ -105,7 +109,9 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
     log(f"device={device.type} arch={config.arch} epochs={config.epochs} batch_size={config.batch_size}")
 
     train_set = load_channel(paths.channel("train"), config.image_size, name="train")
-    val_set = load_channel(paths.channel("validation"), config.image_size, train_set.classes, name="validation")
+    val_set = load_channel(
+        paths.channel("validation"), config.image_size, train_set.classes, name="validation"
+    )
     test_set = load_channel(paths.channel("test"), config.image_size, train_set.classes, name="test")
     for name, data in zip(CHANNELS, (train_set, val_set, test_set), strict=True):
         log(f"channel {name}: {len(data)} images, {len(data.classes)} classes")
@@ -125,60 +131,107 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
     start_epoch, history, wandb_id = 0, [], None
     state = checkpoint.load(paths.checkpoints)
     if state is not None:
-        checkpoint.check_compatible(state, arch=config.arch, classes=classes, image_size=config.image_size,
-                                    directory=paths.checkpoints)
+        checkpoint.check_compatible(
+            state,
+            arch=config.arch,
+            classes=classes,
+            image_size=config.image_size,
+            directory=paths.checkpoints,
+        )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch, history, wandb_id = state["epoch"], state["history"], state.get("wandb_id")
-        log(f"resumed from checkpoint {paths.checkpoints / checkpoint.LAST} at epoch {start_epoch}/{config.epochs}")
+        log(
+            f"resumed from checkpoint {paths.checkpoints / checkpoint.LAST} "
+            f"at epoch {start_epoch}/{config.epochs}"
+        )
 
     job_name = paths.env.get("MLOPS_JOB_NAME") or paths.env.get("TRAINING_JOB_NAME") or "local"
     project = paths.env.get("WANDB_PROJECT") or paths.env.get("MLOPS_PROJECT") or "cv-mlops"
-    tracker = Tracker(paths.output_data, project=project, name=job_name, config=config.to_dict(),
-                      run_id=wandb_id, env=paths.env)
+    tracker = Tracker(
+        paths.output_data,
+        project=project,
+        name=job_name,
+        config=config.to_dict(),
+        run_id=wandb_id,
+        env=paths.env,
+    )
     tracker.start()
 
     def loader(data: Any, *, train: bool, epoch: int = 0) -> Any:
         gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)  # same order after a resume
-        return batches(data, config.batch_size, mean=mean, std=std, device=device, shuffle=train,
-                       augment=train and config.augment == "standard", generator=gen)
+        return batches(
+            data,
+            config.batch_size,
+            mean=mean,
+            std=std,
+            device=device,
+            shuffle=train,
+            augment=train and config.augment == "standard",
+            generator=gen,
+        )
 
     exit_code = 1
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             tick = time.monotonic()
-            stats = engine.train_one_epoch(model, loader(train_set, train=True, epoch=epoch), optimizer,
-                                           scheduler, loss_fn, scaler, stop)
+            stats = engine.train_one_epoch(
+                model,
+                batches=loader(train_set, train=True, epoch=epoch),
+                optimizer=optimizer,
+                scheduler=scheduler,
+                loss_fn=loss_fn,
+                scaler=scaler,
+                should_stop=stop,
+            )
             if stats is None:
                 log(f"stopped during epoch {epoch}; resume continues from epoch {epoch - 1}")
                 exit_code = EXIT_STOPPED
                 return Outcome(stopped=True, metrics={})
             val = engine.evaluate(model, loader(val_set, train=False), len(classes))
-            values = {"train_loss": stats.loss, "train_accuracy": stats.accuracy, "val_loss": val.loss,
-                      "val_accuracy": val.accuracy, "lr": optimizer.param_groups[0]["lr"],
-                      "epoch_seconds": time.monotonic() - tick}
+            values = {
+                "train_loss": stats.loss,
+                "train_accuracy": stats.accuracy,
+                "val_loss": val.loss,
+                "val_accuracy": val.accuracy,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": time.monotonic() - tick,
+            }
             history.append({"epoch": epoch, **values})
             log(format_epoch_line(epoch, config.epochs, values))
             tracker.log(values, step=epoch)
-            checkpoint.save(paths.checkpoints, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                "config": config.to_dict(), "classes": classes, "wandb_id": tracker.run_id,
-            })
+            checkpoint.save(
+                paths.checkpoints,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "history": history,
+                    "config": config.to_dict(),
+                    "classes": classes,
+                    "wandb_id": tracker.run_id,
+                },
+            )
 
         test = engine.evaluate(model, loader(test_set, train=False), len(classes))
         metrics = {
-            "test_accuracy": test.accuracy, "test_loss": test.loss,
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
             "test_min_class_accuracy": test.min_class_accuracy,
             "best_val_accuracy": max((h["val_accuracy"] for h in history), default=0.0),
         }
         log(format_final_line(metrics))
         evaluation = {
-            "metrics": metrics, "classes": classes,
+            "metrics": metrics,
+            "classes": classes,
             "per_class_accuracy": dict(zip(classes, test.per_class, strict=True)),
-            "confusion_matrix": test.confusion, "test_images": len(test_set), "history": history,
+            "confusion_matrix": test.confusion,
+            "test_images": len(test_set),
+            "history": history,
         }
         tracker.log_final(metrics, classes, test.confusion)
 
@@ -190,11 +243,20 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
         paths.output_data.mkdir(parents=True, exist_ok=True)
         (paths.output_data / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
         manifest = Manifest(
-            task=config.task, architecture=config.arch, classes=classes, input_size=config.image_size,
-            mean=mean, std=std, metrics={k: round(v, 6) for k, v in metrics.items()}, config=config.to_dict(),
-            code_version=paths.env.get("MLOPS_CODE_VERSION", "unknown"), wandb=tracker.info(),
-            dataset={name: {"images": len(d), "fingerprint": d.fingerprint, "skipped": len(d.skipped)}
-                     for name, d in zip(CHANNELS, (train_set, val_set, test_set), strict=True)},
+            task=config.task,
+            architecture=config.arch,
+            classes=classes,
+            input_size=config.image_size,
+            mean=mean,
+            std=std,
+            metrics={k: round(v, 6) for k, v in metrics.items()},
+            config=config.to_dict(),
+            code_version=paths.env.get("MLOPS_CODE_VERSION", "unknown"),
+            wandb=tracker.info(),
+            dataset={
+                name: {"images": len(d), "fingerprint": d.fingerprint, "skipped": len(d.skipped)}
+                for name, d in zip(CHANNELS, (train_set, val_set, test_set), strict=True)
+            },
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         write_manifest(model_dir, manifest)
@@ -218,12 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_hyperparameters(read_hyperparameters(paths))
         if config.task not in IMPLEMENTED_TASKS:
-            raise ConfigError(f"hyperparameter 'task': {config.task!r} is not implemented yet; "
-                              f"this build trains: {', '.join(IMPLEMENTED_TASKS)}")
+            raise ConfigError(
+                f"hyperparameter 'task': {config.task!r} is not implemented yet; "
+                f"this build trains: {', '.join(IMPLEMENTED_TASKS)}"
+            )
         _current, hosts = host_info(paths)
         if len(hosts) > 1:
-            raise ConfigError(f"distributed training over {len(hosts)} hosts is not implemented yet; "
-                              "run with one instance")
+            raise ConfigError(
+                f"distributed training over {len(hosts)} hosts is not implemented yet; run with one instance"
+            )
     except (ConfigError, ValueError) as exc:
         write_failure(paths, str(exc))
         return EXIT_CONFIG

@@ -18,10 +18,10 @@ _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 
 @dataclass(frozen=True)
 class MetricDef:
-    key: str        # as printed: key=value
-    name: str       # SageMaker metric name (MetricDefinitions[].Name)
-    goal: str       # "maximize" or "minimize": what a tuner or a gate should want
-    final: bool     # printed on the final line rather than per epoch
+    key: str  # as printed: key=value
+    name: str  # SageMaker metric name (MetricDefinitions[].Name)
+    goal: str  # "maximize" or "minimize": what a tuner or a gate should want
+    final: bool  # printed on the final line rather than per epoch
 
     @property
     def regex(self) -> str:

@@ -13,12 +13,20 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 class Tracker:
-    def __init__(self, directory: Path, *, project: str, name: str, config: Mapping[str, Any],
-                 run_id: str | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        project: str,
+        name: str,
+        config: Mapping[str, Any],
+        run_id: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.directory = directory
         self.project = project
         self.name = name
@@ -42,19 +50,33 @@ class Tracker:
         import wandb
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        kwargs = {
-            "project": self.project, "name": self.name, "config": self.config, "job_type": "train",
-            "dir": str(self.directory), "id": self.run_id, "resume": "allow",
-        }
         settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False)
+
+        def init(mode: Literal["online", "offline"]) -> Any:
+            return wandb.init(
+                mode=mode,
+                settings=settings,
+                project=self.project,
+                name=self.name,
+                config=self.config,
+                job_type="train",
+                dir=str(self.directory),
+                id=self.run_id,
+                resume="allow",
+            )
+
         try:
-            self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)
-        except Exception as exc:  # noqa: BLE001 -- any W&B failure must not cost a training job
+            self.run = init("online" if self.mode == "online" else "offline")
+        except Exception as exc:  # any W&B failure must not cost a training job
             if self.mode != "online":
                 raise
-            print(f"WARNING: W&B online init failed ({exc}); logging offline instead", file=sys.stderr, flush=True)
+            print(
+                f"WARNING: W&B online init failed ({exc}); logging offline instead",
+                file=sys.stderr,
+                flush=True,
+            )
             self.mode = "offline"
-            self.run = wandb.init(mode="offline", settings=settings, **kwargs)
+            self.run = init("offline")
         self.run_id = self.run.id
 
     def log(self, values: Mapping[str, float], step: int) -> None:
@@ -68,7 +90,11 @@ class Tracker:
 
         for key, value in metrics.items():
             self.run.summary[key] = value
-        rows = [[classes[t], classes[p], confusion[t][p]] for t in range(len(classes)) for p in range(len(classes))]
+        rows = [
+            [classes[t], classes[p], confusion[t][p]]
+            for t in range(len(classes))
+            for p in range(len(classes))
+        ]
         table = wandb.Table(columns=["actual", "predicted", "count"], data=rows)
         self.run.log({"test/confusion_matrix": table})
 
@@ -89,7 +115,12 @@ class Tracker:
     def info(self) -> dict[str, Any] | None:
         if self.mode == "disabled" or self.run_id is None:
             return None
-        info: dict[str, Any] = {"id": self.run_id, "project": self.project, "mode": self.mode, "name": self.name}
+        info: dict[str, Any] = {
+            "id": self.run_id,
+            "project": self.project,
+            "mode": self.mode,
+            "name": self.name,
+        }
         run = self.run
         if run is not None:
             info["dir"] = str(Path(run.dir).parent)

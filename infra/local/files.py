@@ -23,10 +23,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # noqa: PTH105 -- os.replace is what tests fault-inject
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp)  # noqa: PTH108 -- tmp is a str from mkstemp
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

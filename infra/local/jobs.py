@@ -32,16 +32,22 @@ _RESUMED = "resumed from checkpoint"
 def prepare_job_dir(jobs_root: Path, spec: TrainingSpec) -> Path:
     for channel in CHANNELS:
         if not (spec.data / channel).is_dir():
-            raise UsageError(f"dataset {spec.data} has no {channel}/ split; "
-                             "create one with `mlops data synthetic` or `mlops data cifar10`")
+            raise UsageError(
+                f"dataset {spec.data} has no {channel}/ split; "
+                "create one with `mlops data synthetic` or `mlops data cifar10`"
+            )
     job_dir = jobs_root / spec.job_name
     config_dir = job_dir / "input" / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config_dir / "hyperparameters.json", spec.hyperparameters)
-    write_json_atomic(config_dir / "inputdataconfig.json",
-                      {c: {"ContentType": "application/x-image", "TrainingInputMode": "File"} for c in CHANNELS})
-    write_json_atomic(config_dir / "resourceconfig.json",
-                      {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"})
+    write_json_atomic(
+        config_dir / "inputdataconfig.json",
+        {c: {"ContentType": "application/x-image", "TrainingInputMode": "File"} for c in CHANNELS},
+    )
+    write_json_atomic(
+        config_dir / "resourceconfig.json",
+        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"},
+    )
     data_dir = job_dir / "input" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     for channel in CHANNELS:
@@ -49,17 +55,25 @@ def prepare_job_dir(jobs_root: Path, spec: TrainingSpec) -> Path:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to((spec.data / channel).resolve(), target_is_directory=True)
-    write_json_atomic(job_dir / "job.json", {"job_name": spec.job_name, "data": str(spec.data.resolve()),
-                                             "code_version": spec.code_version})
+    write_json_atomic(
+        job_dir / "job.json",
+        {"job_name": spec.job_name, "data": str(spec.data.resolve()), "code_version": spec.code_version},
+    )
     return job_dir
 
 
-def run_job(job_dir: Path, spec: TrainingSpec, on_line: LineSink, env: Mapping[str, str] | None = None) -> TrainingResult:
+def run_job(
+    job_dir: Path, spec: TrainingSpec, on_line: LineSink, env: Mapping[str, str] | None = None
+) -> TrainingResult:
     child_env = dict(os.environ if env is None else env)
-    child_env.update({
-        "SAGEMAKER_BASE_DIR": str(job_dir), "MLOPS_JOB_NAME": spec.job_name,
-        "MLOPS_CODE_VERSION": spec.code_version, "PYTHONUNBUFFERED": "1",
-    })
+    child_env.update(
+        {
+            "SAGEMAKER_BASE_DIR": str(job_dir),
+            "MLOPS_JOB_NAME": spec.job_name,
+            "MLOPS_CODE_VERSION": spec.code_version,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if not child_env.get("WANDB_API_KEY"):
         child_env.setdefault("WANDB_MODE", "offline")
     failure = job_dir / "output" / "failure"
@@ -69,8 +83,14 @@ def run_job(job_dir: Path, spec: TrainingSpec, on_line: LineSink, env: Mapping[s
     resumed: int | None = None
     stopped = False
     with (job_dir / "train.log").open("a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "train", "train"], env=child_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "train", "train"],
+            env=child_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         assert proc.stdout is not None
         try:
             for raw in proc.stdout:
@@ -102,9 +122,15 @@ def run_job(job_dir: Path, spec: TrainingSpec, on_line: LineSink, env: Mapping[s
     model_dir = job_dir / "model"
     manifest = read_json(model_dir / "manifest.json", None) if status == "Completed" else None
     return TrainingResult(
-        job_name=spec.job_name, status=status, model_dir=model_dir if manifest else None,
-        metrics=manifest["metrics"] if manifest else metrics, seconds=seconds, failure_reason=reason,
-        wandb=manifest.get("wandb") if manifest else None, log=job_dir / "train.log", resumed_from_epoch=resumed,
+        job_name=spec.job_name,
+        status=status,
+        model_dir=model_dir if manifest else None,
+        metrics=manifest["metrics"] if manifest else metrics,
+        seconds=seconds,
+        failure_reason=reason,
+        wandb=manifest.get("wandb") if manifest else None,
+        log=job_dir / "train.log",
+        resumed_from_epoch=resumed,
     )
 
 
@@ -112,13 +138,26 @@ def load_result(jobs_root: Path, job_name: str) -> TrainingResult:
     """A finished local job, read back from its directory (for `mlops evaluate/register --job`)."""
     job_dir = jobs_root / job_name
     if not (job_dir / "job.json").is_file():
-        known = sorted(p.name for p in jobs_root.iterdir() if (p / "job.json").is_file()) if jobs_root.is_dir() else []
+        known = (
+            sorted(p.name for p in jobs_root.iterdir() if (p / "job.json").is_file())
+            if jobs_root.is_dir()
+            else []
+        )
         hint = f"; recent: {', '.join(known[-5:])}" if known else ""
         raise UsageError(f"no local training job named {job_name!r} under {jobs_root}{hint}")
     manifest = read_json(job_dir / "model" / "manifest.json", None)
     failure = job_dir / "output" / "failure"
     if manifest is None:
         reason = failure.read_text().strip() if failure.is_file() else "it has not finished"
-        return TrainingResult(job_name, "Failed", None, {}, 0.0, failure_reason=reason, log=job_dir / "train.log")
-    return TrainingResult(job_name, "Completed", job_dir / "model", manifest["metrics"], 0.0,
-                          wandb=manifest.get("wandb"), log=job_dir / "train.log")
+        return TrainingResult(
+            job_name, "Failed", None, {}, 0.0, failure_reason=reason, log=job_dir / "train.log"
+        )
+    return TrainingResult(
+        job_name,
+        "Completed",
+        job_dir / "model",
+        manifest["metrics"],
+        0.0,
+        wandb=manifest.get("wandb"),
+        log=job_dir / "train.log",
+    )

@@ -20,8 +20,11 @@ def held_out_samples(data_dir: Path | None, count: int, classes: list[str]) -> l
     test = data_dir / "test" if data_dir else None
     if test is None or not test.is_dir():
         return []
-    per_class = {c: sorted(p for p in (test / c).iterdir() if p.suffix.lower() in IMAGE_TYPES)
-                 for c in classes if (test / c).is_dir()}
+    per_class = {
+        c: sorted(p for p in (test / c).iterdir() if p.suffix.lower() in IMAGE_TYPES)
+        for c in classes
+        if (test / c).is_dir()
+    }
     samples: list[Sample] = []
     row = 0
     while len(samples) < count and any(row < len(files) for files in per_class.values()):
@@ -36,7 +39,9 @@ def held_out_samples(data_dir: Path | None, count: int, classes: list[str]) -> l
 class LocalPlatform:
     name = "local"
 
-    def __init__(self, home: Path, *, host: str = "127.0.0.1", port: int = 8080, smoke_images: int = 16) -> None:
+    def __init__(
+        self, home: Path, *, host: str = "127.0.0.1", port: int = 8080, smoke_images: int = 16
+    ) -> None:
         self.home = home
         self.jobs_root = home / "jobs"
         self.registry = LocalRegistry(home / "registry")
@@ -68,7 +73,9 @@ class LocalPlatform:
         if result.model_dir is None:
             raise UsageError(f"job {result.job_name} has no model to register ({result.failure_reason})")
         status = APPROVED if decision.get("passed") else REJECTED
-        return self.registry.register(result.model_dir, source_job=result.job_name, status=status, gate=decision)
+        return self.registry.register(
+            result.model_dir, source_job=result.job_name, status=status, gate=decision
+        )
 
     def register_pending(self, result: TrainingResult) -> ModelVersion:
         if result.model_dir is None:
@@ -90,19 +97,32 @@ class LocalPlatform:
         classes = list(manifest.get("classes", []))
         samples = held_out_samples(self.job_data(target.source_job), self.smoke_images, classes)
         if not samples:
-            raise UsageError(f"no held-out test images found for v{version} (from job {target.source_job}); "
-                             "cannot smoke-test it")
+            raise UsageError(
+                f"no held-out test images found for v{version} (from job {target.source_job}); "
+                "cannot smoke-test it"
+            )
         before = self.endpoint.state()
         previous = int(before["version"]) if before else None
         try:
             smoke = self.endpoint.deploy(version, target.model_dir, samples, classes)
         except DeployFailed as exc:
             now = self.endpoint.state()
-            return DeployResult(False, int(now["version"]) if now else None, now["url"] if now else None,
-                                str(exc), previous_version=previous)
+            return DeployResult(
+                False,
+                int(now["version"]) if now else None,
+                now["url"] if now else None,
+                str(exc),
+                previous_version=previous,
+            )
         self.registry.set_production(version, action)
-        return DeployResult(True, version, self.endpoint.url(), f"v{version} is serving at {self.endpoint.url()}",
-                            smoke=smoke, previous_version=previous)
+        return DeployResult(
+            True,
+            version,
+            self.endpoint.url(),
+            f"v{version} is serving at {self.endpoint.url()}",
+            smoke=smoke,
+            previous_version=previous,
+        )
 
     def rollback(self, to: int | None = None) -> DeployResult:
         target = to if to is not None else self.registry.previous_production()

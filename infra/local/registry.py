@@ -43,10 +43,16 @@ class LocalRegistry:
 
     def _to_version(self, entry: dict[str, Any]) -> ModelVersion:
         return ModelVersion(
-            version=entry["version"], status=entry["status"], metrics=entry["metrics"],
-            model_dir=self.models / f"v{entry['version']}", created_at=entry["created_at"],
-            source_job=entry["source_job"], code_version=entry["code_version"], wandb=entry.get("wandb"),
-            gate=entry.get("gate"), files=entry.get("files", {}),
+            version=entry["version"],
+            status=entry["status"],
+            metrics=entry["metrics"],
+            model_dir=self.models / f"v{entry['version']}",
+            created_at=entry["created_at"],
+            source_job=entry["source_job"],
+            code_version=entry["code_version"],
+            wandb=entry.get("wandb"),
+            gate=entry.get("gate"),
+            files=entry.get("files", {}),
         )
 
     def versions(self) -> list[ModelVersion]:
@@ -66,7 +72,9 @@ class LocalRegistry:
     def history(self) -> list[dict[str, Any]]:
         return list(self._read()["history"])
 
-    def register(self, model_dir: Path, *, source_job: str, status: str, gate: dict[str, Any] | None) -> ModelVersion:
+    def register(
+        self, model_dir: Path, *, source_job: str, status: str, gate: dict[str, Any] | None
+    ) -> ModelVersion:
         if status not in (APPROVED, REJECTED, PENDING):
             raise UsageError(f"status {status!r} is not one of {APPROVED}, {REJECTED}, {PENDING}")
         try:
@@ -85,10 +93,18 @@ class LocalRegistry:
                 number = max([e["version"] for e in index["versions"]] + on_disk, default=0) + 1
                 staging.rename(self.models / f"v{number}")
                 entry = {
-                    "version": number, "status": status, "metrics": manifest.metrics, "created_at": _now(),
-                    "source_job": source_job, "code_version": manifest.code_version, "wandb": manifest.wandb,
-                    "gate": gate, "files": manifest.files, "architecture": manifest.architecture,
-                    "classes": manifest.classes, "dataset": manifest.dataset,
+                    "version": number,
+                    "status": status,
+                    "metrics": manifest.metrics,
+                    "created_at": _now(),
+                    "source_job": source_job,
+                    "code_version": manifest.code_version,
+                    "wandb": manifest.wandb,
+                    "gate": gate,
+                    "files": manifest.files,
+                    "architecture": manifest.architecture,
+                    "classes": manifest.classes,
+                    "dataset": manifest.dataset,
                 }
                 index["versions"].append(entry)
                 write_json_atomic(self.index_path, index)
@@ -111,8 +127,9 @@ class LocalRegistry:
             index = self._read()
             if not any(e["version"] == version for e in index["versions"]):
                 raise UsageError(f"model version v{version} is not in the registry")
-            index["history"].append({"version": version, "previous": index["production"],
-                                     "action": action, "at": _now()})
+            index["history"].append(
+                {"version": version, "previous": index["production"], "action": action, "at": _now()}
+            )
             index["production"] = version
             write_json_atomic(self.index_path, index)
 
@@ -123,7 +140,7 @@ class LocalRegistry:
         for event in self._read()["history"]:
             version = int(event["version"])
             if event["action"] == "rollback" and version in stack:
-                del stack[len(stack) - stack[::-1].index(version):]
+                del stack[len(stack) - stack[::-1].index(version) :]
             else:
                 stack.append(version)
         return stack[-2] if len(stack) >= 2 else None

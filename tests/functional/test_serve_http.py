@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,18 +57,42 @@ def start(args: list[str], log_path: Path, url: str, env: dict[str, str]) -> Ser
     return Server(proc, url, log_path)
 
 
-def wait_ready(server: Server) -> None:
+def launch(args: list[str], log_dir: Path, env: dict[str, str], *, port_from_env: bool = False) -> Server:
+    """Start on a free port and wait until it serves, trying another port if one was taken meanwhile
+    (free_port() releases the port, and parallel test runs start servers too)."""
+    for _ in range(3):
+        port = free_port()
+        if port_from_env:
+            run_args, run_env = args, {**env, "SAGEMAKER_BIND_TO_PORT": str(port)}
+        else:
+            run_args, run_env = [*args, "--port", str(port)], env
+        server = start(run_args, log_dir / f"server-{port}.log", f"http://127.0.0.1:{port}", run_env)
+        try:
+            if wait_ready(server):
+                return server
+        except BaseException:
+            stop(server)
+            raise
+    pytest.fail("three free ports were taken before the server could bind them")
+
+
+def wait_ready(server: Server) -> bool:
+    """True once /ping answers; False if the port was taken; a test failure with the log otherwise."""
+    # The banner names the address this process bound: a /ping answered before it appears could come
+    # from whoever else holds the port.
+    banner = f"on {server.url}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            pytest.fail(
-                f"server exited with {server.proc.returncode} before answering /ping:\n{server.log()}"
-            )
-        try:
-            if httpx.get(f"{server.url}/ping", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+            if server.proc.returncode == 3 and "address already in use" in server.log():
+                return False
+            pytest.fail(f"server exited with {server.proc.returncode} before serving:\n{server.log()}")
+        if banner in server.log():
+            try:
+                if httpx.get(f"{server.url}/ping", timeout=2).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
         time.sleep(0.1)
     pytest.fail(f"server did not answer /ping within {STARTUP_TIMEOUT_S} s:\n{server.log()}")
 
@@ -91,15 +116,12 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
 
 @pytest.fixture(scope="module")
 def server(artifact: tuple[Path, Manifest], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    args = ["--model-dir", str(artifact[0]), "--host", "127.0.0.1", "--port", str(port)]
-    log_path = tmp_path_factory.mktemp("server-log") / "server.log"
+    args = ["--model-dir", str(artifact[0]), "--host", "127.0.0.1"]
     # One intra-op thread keeps latency steady on a shared CI runner; the SageMaker-style test below
     # runs with PyTorch's default.
     env = server_env(MLOPS_MAX_BATCH=str(MAX_BATCH), MLOPS_TORCH_THREADS="1")
-    running = start(args, log_path, f"http://127.0.0.1:{port}", env)
+    running = launch(args, tmp_path_factory.mktemp("server-log"), env)
     try:
-        wait_ready(running)
         yield running
     finally:
         stop(running)
@@ -231,12 +253,18 @@ def test_json_compatible_accept_headers(client: httpx.Client, accept: str) -> No
 def test_each_request_is_logged(client: httpx.Client, server: Server) -> None:
     invoke(client, npy(np.zeros((2, 32, 32, 3), dtype=np.uint8)), "application/x-npy")
     client.get("/nowhere")
-    time.sleep(0.2)  # the log line is written after the response is sent
-    log = server.log()
-    assert "serving smallcnn (6 classes, 1 torch thread) from" in log
-    assert "POST /invocations 200 " in log
-    assert "images=2" in log
-    assert "GET /nowhere 404 " in log
+    # The line is written just after the response is sent, so give it a moment to land.
+    deadline = time.monotonic() + 10
+    while "GET /nowhere 404 " not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = server.log().splitlines()
+    assert any("inference on 1 torch thread" in line for line in lines)
+    assert any(
+        re.search(r"serving smallcnn \(6 classes\) from \S+ on http://127\.0\.0\.1:\d+$", line)
+        for line in lines
+    )
+    assert any(re.search(r"POST /invocations 200 \d+\.\dms images=2$", line) for line in lines)
+    assert any(re.search(r"GET /nowhere 404 \d+\.\dms images=0$", line) for line in lines)
 
 
 # --- refusals: each one a 4xx JSON error, and the server keeps serving ---------------------------------
@@ -394,14 +422,10 @@ def test_missing_model_dir_refuses_to_start(tmp_path: Path) -> None:
 def test_sagemaker_style_start_and_sigterm(tmp_path: Path) -> None:
     """As SageMaker runs it: `serve` argument, model under $SAGEMAKER_BASE_DIR/model, port from the env."""
     make_model_artifact(tmp_path / "opt-ml" / "model")
-    port = free_port()
-    env = server_env(SAGEMAKER_BASE_DIR=str(tmp_path / "opt-ml"), SAGEMAKER_BIND_TO_PORT=str(port))
-    running = start(
-        ["serve", "--host", "127.0.0.1"], tmp_path / "server.log", f"http://127.0.0.1:{port}", env
-    )
+    env = server_env(SAGEMAKER_BASE_DIR=str(tmp_path / "opt-ml"))
+    running = launch(["serve", "--host", "127.0.0.1"], tmp_path, env, port_from_env=True)
     try:
-        wait_ready(running)
-        assert f"on http://127.0.0.1:{port}" in running.log()
+        assert f"from {tmp_path / 'opt-ml' / 'model'} on {running.url}" in running.log()
         running.proc.send_signal(signal.SIGTERM)
         assert running.proc.wait(timeout=30) == 0, running.log()
         assert "stopped by SIGTERM" in running.log()

@@ -25,7 +25,9 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
-def make_job(base: Path, data: Path, hyperparameters: dict[str, str], channels=("train", "validation", "test")) -> Path:
+def make_job(
+    base: Path, data: Path, hyperparameters: dict[str, str], channels=("train", "validation", "test")
+) -> Path:
     (base / "input" / "config").mkdir(parents=True)
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     (base / "input" / "data").mkdir(parents=True)
@@ -36,8 +38,14 @@ def make_job(base: Path, data: Path, hyperparameters: dict[str, str], channels=(
 
 def run_train(base: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "train", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "train", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_training_job_writes_a_verified_artifact_metrics_and_an_offline_wandb_run(tmp_path, dataset):
@@ -57,18 +65,23 @@ def test_training_job_writes_a_verified_artifact_metrics_and_an_offline_wandb_ru
     assert manifest.dataset["train"]["images"] == 120
 
     evaluation = json.loads((base / "output" / "data" / "evaluation.json").read_text())
-    assert len(evaluation["confusion_matrix"]) == 3 and set(evaluation["per_class_accuracy"]) == set(manifest.classes)
+    assert len(evaluation["confusion_matrix"]) == 3 and set(evaluation["per_class_accuracy"]) == set(
+        manifest.classes
+    )
     assert sum(map(sum, evaluation["confusion_matrix"])) == 30
     assert (base / "checkpoints" / "last.pt").is_file()
     assert not (base / "output" / "failure").exists()
 
 
-@pytest.mark.parametrize(("hyperparameters", "expected"), [
-    ({"lerning_rate": "0.1"}, "unknown hyperparameter 'lerning_rate' (did you mean 'learning_rate'?)"),
-    ({"epochs": "-1"}, "hyperparameter 'epochs': -1 is out of range"),
-    ({"optimizer": "rmsprop"}, "'rmsprop' is not one of: sgd, adamw"),
-    ({"task": "detection"}, "'detection' is not implemented yet"),
-])
+@pytest.mark.parametrize(
+    ("hyperparameters", "expected"),
+    [
+        ({"lerning_rate": "0.1"}, "unknown hyperparameter 'lerning_rate' (did you mean 'learning_rate'?)"),
+        ({"epochs": "-1"}, "hyperparameter 'epochs': -1 is out of range"),
+        ({"optimizer": "rmsprop"}, "'rmsprop' is not one of: sgd, adamw"),
+        ({"task": "detection"}, "'detection' is not implemented yet"),
+    ],
+)
 def test_bad_hyperparameters_stop_the_job_before_any_work(tmp_path, dataset, hyperparameters, expected):
     base = make_job(tmp_path / "job", dataset, hyperparameters)
     result = run_train(base)
@@ -99,8 +112,9 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, dataset):
 def test_sigterm_stops_at_a_checkpoint_and_a_restart_resumes_from_it(tmp_path, dataset):
     base = make_job(tmp_path / "job", dataset, {**FAST, "epochs": "8"})
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen([sys.executable, "-m", "train"], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "train"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
         try:
             seen = []
             deadline = time.monotonic() + 120
@@ -122,7 +136,11 @@ def test_sigterm_stops_at_a_checkpoint_and_a_restart_resumes_from_it(tmp_path, d
 
     resumed = run_train(base, "train")
     assert resumed.returncode == 0, resumed.stderr
-    epochs = [int(line.split()[0].split("=")[1]) for line in resumed.stdout.splitlines() if line.startswith("epoch=")]
+    epochs = [
+        int(line.split()[0].split("=")[1])
+        for line in resumed.stdout.splitlines()
+        if line.startswith("epoch=")
+    ]
     assert "resumed from checkpoint" in resumed.stdout
     start = epochs[0]
     assert start in (3, 4)  # epoch 2 was checkpointed; epoch 3 may have finished before the signal landed
@@ -143,5 +161,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, dataset):
 
 
 def test_help_describes_the_contract_and_every_hyperparameter():
-    result = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True
+    )
     assert "SAGEMAKER_BASE_DIR" in result.stdout and "label_smoothing" in result.stdout

@@ -20,23 +20,23 @@ def test_altered_weights_fail_verification(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="model.safetensors does not match its sha256"):
+    with pytest.raises(ArtifactError, match=r"model\.safetensors does not match its sha256"):
         verify(tmp_path / "m")
 
 
 def test_missing_and_unlisted_files_fail_verification(tmp_path):
     make_model_artifact(tmp_path / "m")
     (tmp_path / "m" / "extra.pkl").write_bytes(b"x")
-    with pytest.raises(ArtifactError, match="extra.pkl is not listed"):
+    with pytest.raises(ArtifactError, match=r"extra\.pkl is not listed"):
         verify(tmp_path / "m")
     (tmp_path / "m" / "extra.pkl").unlink()
     (tmp_path / "m" / "model.safetensors").unlink()
-    with pytest.raises(ArtifactError, match="model.safetensors is missing"):
+    with pytest.raises(ArtifactError, match=r"model\.safetensors is missing"):
         verify(tmp_path / "m")
 
 
 def test_malformed_or_absent_manifest_is_a_clear_error(tmp_path):
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
         load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="not valid JSON"):

@@ -5,8 +5,13 @@ import pytest
 from infra.gate import evaluate
 from infra.settings import GateConfig
 
-GATE = GateConfig(version=3, min={"test_accuracy": 0.8}, max={"test_loss": 1.0}, compare=["test_accuracy", "test_loss"],
-                  tolerance=0.01)
+GATE = GateConfig(
+    version=3,
+    min={"test_accuracy": 0.8},
+    max={"test_loss": 1.0},
+    compare=["test_accuracy", "test_loss"],
+    tolerance=0.01,
+)
 GOOD = {"test_accuracy": 0.9, "test_loss": 0.3}
 
 
@@ -39,7 +44,7 @@ def test_regression_within_tolerance_passes():
 def test_regression_beyond_tolerance_is_rejected_even_above_thresholds():
     decision = evaluate({"test_accuracy": 0.85, "test_loss": 0.3}, GATE, GOOD, "v4")
     assert not decision.passed
-    regression = [c for c in decision.checks if c.kind == "regression" and c.metric == "test_accuracy"][0]
+    regression = next(c for c in decision.checks if c.kind == "regression" and c.metric == "test_accuracy")
     assert regression.delta == pytest.approx(-0.05) and regression.target == pytest.approx(0.89)
 
 

@@ -26,7 +26,10 @@ def test_final_line_round_trips_and_is_not_an_epoch_line():
 
 
 def test_similar_keys_do_not_capture_each_other():
-    assert parse_line("best_val_accuracy=0.9 val_accuracy=0.8") == {"best_val_accuracy": 0.9, "val_accuracy": 0.8}
+    assert parse_line("best_val_accuracy=0.9 val_accuracy=0.8") == {
+        "best_val_accuracy": 0.9,
+        "val_accuracy": 0.8,
+    }
 
 
 def test_sagemaker_definitions_match_the_printed_lines():
@@ -35,4 +38,9 @@ def test_sagemaker_definitions_match_the_printed_lines():
     definitions = sagemaker_metric_definitions()
     assert len(definitions) == len(METRICS)
     found = {d["Name"]: float(m.group(1)) for d in definitions if (m := re.search(d["Regex"], line))}
-    assert found == {"train:loss": 1.5, "validation:loss": 1.25, "validation:accuracy": 0.5, "test:accuracy": 0.75}
+    assert found == {
+        "train:loss": 1.5,
+        "validation:loss": 1.25,
+        "validation:accuracy": 0.5,
+        "test:accuracy": 0.75,
+    }
