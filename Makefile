@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create or refresh the virtual environment
 	@echo "$(VENV) is ready"
 
-demo: $(STAMP) ## run the whole pipeline on this machine; leaves the endpoint serving on :8080
-	$(BIN)/mlops pipeline --local
+demo: $(STAMP) ## run the whole pipeline on this machine; leaves the endpoint serving on :8080 (HP="epochs=10 seed=1")
+	$(BIN)/mlops pipeline --local $(foreach hp,$(HP),--hp $(hp))
 
 test: $(STAMP) ## run the whole test suite (unit, functional, end-to-end)
 	$(BIN)/python -m pytest
@@ -30,11 +30,14 @@ test: $(STAMP) ## run the whole test suite (unit, functional, end-to-end)
 test-fast: $(STAMP) ## unit and functional tests only
 	$(BIN)/python -m pytest -m "not e2e"
 
-lint: $(STAMP) ## ruff, ruff format, mypy, hadolint on the Dockerfiles
+lint: $(STAMP) ## ruff, ruff format, mypy; hadolint, workflow schema + zizmor, shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint --failure-threshold warning Dockerfile.train Dockerfile.serve
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline .github/workflows
+	$(BIN)/shellcheck .ci/run scripts/*.sh
 
 bench: $(STAMP) ## speed and memory benchmarks
 	@echo "no benchmarks yet"
