@@ -17,10 +17,9 @@ from typing import Any, Protocol
 
 from infra import gate
 from infra.errors import MlopsError
-from infra.local.endpoint import smoke_test
-from infra.local.platform import held_out_samples
 from infra.platform import DeployResult, LineSink, ModelVersion, Platform, TrainingResult, TrainingSpec
 from infra.settings import Config
+from infra.smoke import held_out_samples, smoke_test
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 

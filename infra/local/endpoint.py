@@ -17,25 +17,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.errors import DeployFailed, MlopsError, UsageError
+from infra.errors import DeployFailed, UsageError
 from infra.local import process
 from infra.local.files import read_json, write_json_atomic
 from infra.platform import EndpointStatus
+from infra.smoke import Sample, Send, smoke_test
 
 READY_TIMEOUT = 90.0
-
-
-@dataclass
-class Sample:
-    body: bytes
-    content_type: str
-    label: str
 
 
 def http(
@@ -56,44 +48,8 @@ def http(
         return exc.code, payload
 
 
-Send = Callable[[bytes, str], tuple[int, dict[str, Any]]]
-
-
 def http_sender(url: str) -> Send:
     return lambda body, content_type: http(f"{url}/invocations", body, content_type)
-
-
-def smoke_test(send: Send, samples: list[Sample], classes: list[str] | None = None) -> dict[str, Any]:
-    """Send each sample; ok when every answer is a 200 with labels the model knows."""
-    latencies, correct, errors = [], 0, []
-    for sample in samples:
-        tick = time.perf_counter()
-        try:
-            status, payload = send(sample.body, sample.content_type)
-        except (OSError, MlopsError) as exc:
-            errors.append(f"request failed: {exc}")
-            continue
-        latencies.append((time.perf_counter() - tick) * 1000)
-        if status != 200:
-            errors.append(f"HTTP {status}: {payload.get('error', payload)}")
-            continue
-        try:
-            top = payload["predictions"][0]["top_k"][0]["label"]
-        except (KeyError, IndexError, TypeError):
-            errors.append(f"malformed answer: {str(payload)[:200]}")
-            continue
-        if classes is not None and top not in classes:
-            errors.append(f"unknown label {top!r}")
-        correct += top == sample.label
-    latencies.sort()
-    return {
-        "ok": not errors and bool(samples),
-        "images": len(samples),
-        "errors": errors[:5],
-        "accuracy": correct / len(samples) if samples else 0.0,
-        "p50_ms": latencies[len(latencies) // 2] if latencies else None,
-        "max_ms": latencies[-1] if latencies else None,
-    }
 
 
 class LocalEndpoint:

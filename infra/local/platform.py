@@ -6,34 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import DeployFailed, UsageError
-from infra.local.endpoint import LocalEndpoint, Sample
+from infra.local.endpoint import LocalEndpoint
 from infra.local.files import read_json
 from infra.local.jobs import load_result, prepare_job_dir, run_job
 from infra.local.registry import APPROVED, PENDING, REJECTED, LocalRegistry
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
-
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
-
-
-def held_out_samples(data_dir: Path | None, count: int, classes: list[str]) -> list[Sample]:
-    """Up to `count` test images, taken round-robin across classes so every class is exercised."""
-    test = data_dir / "test" if data_dir else None
-    if test is None or not test.is_dir():
-        return []
-    per_class = {
-        c: sorted(p for p in (test / c).iterdir() if p.suffix.lower() in IMAGE_TYPES)
-        for c in classes
-        if (test / c).is_dir()
-    }
-    samples: list[Sample] = []
-    row = 0
-    while len(samples) < count and any(row < len(files) for files in per_class.values()):
-        for cls, files in per_class.items():
-            if row < len(files) and len(samples) < count:
-                path = files[row]
-                samples.append(Sample(path.read_bytes(), IMAGE_TYPES[path.suffix.lower()], cls))
-        row += 1
-    return samples
+from infra.smoke import held_out_samples
 
 
 class LocalPlatform:

@@ -169,3 +169,41 @@ def test_bad_hyperparameters_are_refused_before_a_job_starts(mlops):
     result = mlops("pipeline", "--local", "--data", str(mlops.data), "--hp", "epochs=many")
     assert result.returncode == 2
     assert "hyperparameter 'epochs': 'many' is not an integer" in result.stderr
+
+
+def test_ctrl_c_stops_a_local_job_which_then_resumes_from_its_checkpoint(mlops):
+    args = [
+        sys.executable,
+        "-m",
+        "infra.cli",
+        "train",
+        "--local",
+        "--data",
+        str(mlops.data),
+        "--hp",
+        "epochs=12",
+    ]
+    with subprocess.Popen(
+        args, env=mlops.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if line.strip().startswith("epoch 1/12"):
+                    proc.send_signal(signal.SIGINT)  # Ctrl-C
+                    break
+            output = "".join(lines) + proc.stdout.read()
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 3, output
+    job = next(line.split()[2] for line in output.splitlines() if line.startswith("training job "))
+    assert f"job {job}: Stopped" in output and "--resume <job>" in output
+
+    resumed = mlops("train", "--local", "--resume", job)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from checkpoint" in resumed.stdout and f"job {job}: Completed" in resumed.stdout
+    assert "  epoch 1/12  " not in resumed.stdout and "  epoch 12/12  " in resumed.stdout
