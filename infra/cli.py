@@ -194,6 +194,9 @@ def cmd_train(ctx: Context) -> int:
             data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
             if not ctx.args.data:
                 _ensure_synthetic(ctx, data)
+            from infra.local.jobs import check_dataset
+
+            check_dataset(data)
             spec = TrainingSpec(
                 ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data, ctx.code_version()
             )

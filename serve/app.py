@@ -107,7 +107,8 @@ def describe(predictor: Predictor) -> dict[str, Any]:
         "created_at": manifest.created_at,
     }
     if manifest.wandb:
-        info["wandb"] = manifest.wandb
+        # The run's identity, not the training host's file paths: answers reach any client.
+        info["wandb"] = {k: manifest.wandb[k] for k in ("id", "project", "url") if manifest.wandb.get(k)}
     return info
 
 

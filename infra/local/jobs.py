@@ -29,13 +29,17 @@ CHANNELS = ("train", "validation", "test")
 _RESUMED = "resumed from checkpoint"
 
 
-def prepare_job_dir(jobs_root: Path, spec: TrainingSpec) -> Path:
+def check_dataset(data: Path) -> None:
     for channel in CHANNELS:
-        if not (spec.data / channel).is_dir():
+        if not (data / channel).is_dir():
             raise UsageError(
-                f"dataset {spec.data} has no {channel}/ split; "
+                f"dataset {data} has no {channel}/ split; "
                 "create one with `mlops data synthetic` or `mlops data cifar10`"
             )
+
+
+def prepare_job_dir(jobs_root: Path, spec: TrainingSpec) -> Path:
+    check_dataset(spec.data)
     job_dir = jobs_root / spec.job_name
     config_dir = job_dir / "input" / "config"
     config_dir.mkdir(parents=True, exist_ok=True)

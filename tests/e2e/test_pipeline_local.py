@@ -49,6 +49,7 @@ class Mlops:
             "MLOPS_CONFIG": str(config),
             "MLOPS_ENDPOINT_PORT": str(port),
             "COLUMNS": "200",
+            "GITHUB_STEP_SUMMARY": str(home.parent / "step-summary.md"),
         }
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -107,6 +108,9 @@ def test_local_pipeline_lifecycle(mlops):
     assert mlops.served_version() == 1
     answer = mlops.predict(png_bytes())
     assert len(answer["predictions"]) == 1 and len(answer["predictions"][0]["top_k"]) == 5
+    summary = Path(mlops.env["GITHUB_STEP_SUMMARY"]).read_text()  # the GitHub job summary, as Markdown
+    assert "| train | ok |" in summary and "### Quality gate v7" in summary
+    assert "| test_accuracy | threshold |" in summary and "**Outcome:** promoted v1" in summary
     status = mlops("endpoint", "status", "--local")
     assert status.returncode == 0 and "v1 at" in status.stdout and "serving" in status.stdout
 

@@ -23,12 +23,12 @@ from infra.datasets import (
     SPLITS,
     SYNTHETIC_CLASSES,
     DatasetError,
-    _shape_mask,
     fingerprint,
     make_synthetic,
     prepare_cifar10,
     read_metadata,
 )
+from infra.datasets.synthetic import _shape_mask
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SMALL: dict[str, Any] = {"classes": 3, "train_per_class": 4, "val_per_class": 2, "test_per_class": 2}

@@ -1,0 +1,49 @@
+"""Build image-classification datasets in ImageFolder layout: ``root/<split>/<class>/<file>.png``.
+
+Two sources, one pipeline:
+
+1. decide: if ``out`` already holds a dataset whose ``dataset.json`` matches the request, reuse it;
+   if it holds anything else, refuse unless ``force``.
+2. source: ``make_synthetic`` renders shapes with numpy from a seed; ``prepare_cifar10`` reads the
+   official *binary* CIFAR-10 archive (downloaded and cached, or given), verifying its md5 and
+   reading tar members in memory, so nothing from the archive is ever extracted or unpickled.
+3. write: PNGs are encoded in a thread pool into a hidden temporary sibling of ``out``.
+4. record: ``dataset.json`` gets parameters, classes, counts and a content fingerprint.
+5. install: the temporary directory is renamed to ``out``; an interrupted run leaves ``out`` untouched.
+
+Nothing runs at import time.
+
+The stages live in ``common`` (decide, write, record, install), ``synthetic`` and ``cifar10`` (source);
+this module re-exports the public API.
+"""
+
+from infra.datasets.cifar10 import CIFAR10_ARCHIVE_NAME, CIFAR10_MD5, CIFAR10_URL, prepare_cifar10
+from infra.datasets.common import (
+    GENERATOR_VERSION,
+    METADATA_FILE,
+    SPLITS,
+    DatasetError,
+    DatasetInfo,
+    Progress,
+    fingerprint,
+    read_metadata,
+)
+from infra.datasets.synthetic import SYNTHETIC_CLASSES, make_synthetic, render_shape
+
+__all__ = [
+    "CIFAR10_ARCHIVE_NAME",
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "GENERATOR_VERSION",
+    "METADATA_FILE",
+    "SPLITS",
+    "SYNTHETIC_CLASSES",
+    "DatasetError",
+    "DatasetInfo",
+    "Progress",
+    "fingerprint",
+    "make_synthetic",
+    "prepare_cifar10",
+    "read_metadata",
+    "render_shape",
+]
