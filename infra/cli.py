@@ -397,18 +397,9 @@ def cmd_serve(ctx: Context) -> int:
         if target is None:
             raise UsageError("no production version; pass --version N or --model-dir DIR")
         model_dir = target.model_dir
-    argv = [
-        sys.executable,
-        "-m",
-        "serve",
-        "serve",
-        "--model-dir",
-        str(model_dir),
-        "--host",
-        ctx.args.host,
-        "--port",
-        str(ctx.args.port),
-    ]
+    from infra.local.endpoint import serve_command
+
+    argv = serve_command(model_dir, ctx.args.host, ctx.args.port)
     os.execv(sys.executable, argv)  # noqa: S606 -- replaces this process with the server, by design
     return 0  # pragma: no cover
 

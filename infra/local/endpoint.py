@@ -52,6 +52,22 @@ def http_sender(url: str) -> Send:
     return lambda body, content_type: http(f"{url}/invocations", body, content_type)
 
 
+def serve_command(model_dir: Path, host: str, port: int) -> list[str]:
+    """The hosting contract's entry point, as the container runs it (`serve`), on a local model dir."""
+    return [
+        sys.executable,
+        "-m",
+        "serve",
+        "serve",
+        "--model-dir",
+        str(model_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
 class LocalEndpoint:
     def __init__(self, root: Path, host: str, port: int) -> None:
         self.root = root
@@ -85,18 +101,7 @@ class LocalEndpoint:
         )
 
     def _start(self, model_dir: Path, port: int, log: Path) -> int:
-        argv = [
-            sys.executable,
-            "-m",
-            "serve",
-            "serve",
-            "--model-dir",
-            str(model_dir),
-            "--host",
-            self.host,
-            "--port",
-            str(port),
-        ]
+        argv = serve_command(model_dir, self.host, port)
         with log.open("a") as fh:
             fh.write(
                 f"--- {datetime.now(UTC).isoformat(timespec='seconds')} starting {model_dir} on port {port}\n"
