@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.errors import UsageError
@@ -95,6 +95,72 @@ class LocalConfig(TrainDefaults):
     verify_images: int = Field(default=64, ge=1, le=10000)
 
 
+class AutoscalingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_instances: int = Field(default=1, ge=1)
+    max_instances: int = Field(default=2, ge=1)
+    invocations_per_instance: float = Field(default=100.0, gt=0)
+
+
+class AlarmConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_5xx_errors: float = Field(default=5.0, ge=0)
+    max_model_latency_ms: float = Field(default=1000.0, gt=0)
+
+
+class TuningConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: str = Field(default="Bayesian", pattern="^(Bayesian|Random|Hyperband|Grid)$")
+    objective: str = "validation:accuracy"
+    max_jobs: int = Field(default=12, ge=1, le=500)
+    max_parallel_jobs: int = Field(default=3, ge=1, le=100)
+    ranges: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, value: str) -> str:
+        from train.metrics import METRICS
+
+        names = [m.name for m in METRICS]
+        if value not in names:
+            raise ValueError(
+                f"objective {value!r} is not a metric the trainer prints; known: {', '.join(names)}"
+            )
+        return value
+
+
+class AwsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train_instance_type: str = "ml.g5.xlarge"
+    train_instance_count: int = Field(default=1, ge=1)
+    spot: bool = True
+    max_runtime_seconds: int = Field(default=7200, ge=60)
+    max_wait_seconds: int = Field(default=14400, ge=60)
+    volume_size_gb: int = Field(default=50, ge=1)
+    endpoint_instance_type: str = "ml.m5.large"
+    endpoint_instance_count: int = Field(default=1, ge=1)
+    bake_seconds: int = Field(default=300, ge=0, le=3600)
+    canary_percent: int = Field(default=10, ge=1, le=99)
+    job_budget_hours: float = Field(default=4.0, gt=0)
+    idle_endpoint_days: float = Field(default=7.0, gt=0)
+    expiry_days: int = Field(default=14, ge=1)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+
+    @model_validator(mode="after")
+    def _spot_wait_covers_runtime(self) -> AwsConfig:
+        # SageMaker rejects spot jobs whose MaxWaitTimeInSeconds is below MaxRuntimeInSeconds; say so here.
+        if self.spot and self.max_wait_seconds < self.max_runtime_seconds:
+            raise ValueError(
+                f"max_wait_seconds ({self.max_wait_seconds}) must be >= max_runtime_seconds "
+                f"({self.max_runtime_seconds}) for spot training"
+            )
+        if self.autoscaling.max_instances < self.autoscaling.min_instances:
+            raise ValueError("autoscaling.max_instances must be >= autoscaling.min_instances")
+        return self
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,6 +168,7 @@ class Config(BaseModel):
     gate: GateConfig
     train: TrainDefaults = Field(default_factory=TrainDefaults)
     local: LocalConfig = Field(default_factory=LocalConfig)
+    aws: AwsConfig = Field(default_factory=AwsConfig)
     source: str = ""
 
     @classmethod

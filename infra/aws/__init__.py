@@ -1,0 +1,14 @@
+"""The AWS platform: every boto3 call of the project lives in this package, one module per responsibility.
+
+session    settings, boto3 session and clients (retries, AWS_ENDPOINT_URL), credential check
+errors     AWS error codes -> the project's exceptions, with the fix in the message
+plan       requests as data (`Call`), executed live or printed by a dry run
+storage    S3: datasets under content-addressed prefixes, artifacts
+images     ECR + the docker SDK: build, tag with the git SHA, push, digest
+training   CreateTrainingJob (spot, checkpoints, metric definitions), wait + logs, cost
+tuning     Bayesian hyperparameter tuning
+registry   SageMaker Model Registry
+endpoints  blue/green deploys with auto-rollback alarms, silent-rollback detection, autoscaling
+cleanup    what the project owns, what is idle or orphaned
+costs      instance prices, job and endpoint cost
+"""
