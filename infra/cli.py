@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from infra.errors import GateRejected, MlopsError, NotAvailableError, UsageError
+from infra.errors import GateRejected, MlopsError, UsageError
 from infra.settings import Config, Settings, load
 
 CONTENT_TYPES = {
@@ -30,8 +30,9 @@ CONTENT_TYPES = {
 }
 # CI logs are not terminals: give tables room instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
-console = Console(highlight=False, width=_WIDTH)
-err = Console(stderr=True, highlight=False, width=_WIDTH)
+# emoji=False: rich would turn ":secret:" inside a Secrets Manager ARN into an emoji.
+console = Console(highlight=False, width=_WIDTH, emoji=False)
+err = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
 
 
 # --- shared plumbing -------------------------------------------------------------------------------
@@ -45,21 +46,30 @@ class Context:
             self.settings.home = Path(args.home)
         self.home = self.settings.home.resolve()
 
-    def platform(self) -> Any:
-        if not getattr(self.args, "local", False):
-            raise NotAvailableError(
-                f"`mlops {self.args.command}` on AWS is not available in this build yet; "
-                "add --local to run it on this machine"
-            )
-        from infra.local.platform import LocalPlatform
+    @property
+    def local(self) -> bool:
+        return bool(getattr(self.args, "local", False))
 
-        port = self.settings.endpoint_port or self.config.local.endpoint_port
-        return LocalPlatform(
-            self.home,
-            host=self.settings.endpoint_host,
-            port=port,
-            smoke_images=self.config.local.smoke_images,
-        )
+    @property
+    def dry_run(self) -> bool:
+        return bool(getattr(self.args, "dry_run", False))
+
+    def platform(self) -> Any:
+        if self.local:
+            if self.dry_run:
+                raise UsageError("--dry-run plans AWS requests; the local platform has nothing to plan")
+            from infra.local.platform import LocalPlatform
+
+            port = self.settings.endpoint_port or self.config.local.endpoint_port
+            return LocalPlatform(
+                self.home,
+                host=self.settings.endpoint_host,
+                port=port,
+                smoke_images=self.config.local.smoke_images,
+            )
+        from infra.cli_aws import aws_platform
+
+        return aws_platform(self)
 
     def default_data(self) -> Path:
         return self.home / "data" / self.config.local.dataset
@@ -87,6 +97,15 @@ class Context:
         return f"{sha}-dirty" if dirty else sha
 
     def job_name(self) -> str:
+        given = getattr(self.args, "job_name", None)
+        if given:
+            import re
+
+            if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", given):
+                raise UsageError(
+                    f"--job-name {given!r}: use letters, digits and hyphens, at most 63 characters"
+                )
+            return str(given)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return f"{self.config.project.name}-{stamp}-{secrets.token_hex(2)}"[:63]
 
@@ -109,6 +128,8 @@ def _hyperparameters(ctx: Context, pairs: list[str], *, local: bool) -> dict[str
 
 
 def _latest_job(ctx: Context) -> str:
+    if not ctx.local:
+        raise UsageError("name the SageMaker training job with --job (see `mlops jobs list`)")
     jobs = ctx.home / "jobs"
     found = (
         sorted((p for p in jobs.glob("*/job.json")), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
@@ -186,6 +207,10 @@ def cmd_train(ctx: Context) -> int:
 
     platform = ctx.platform()
     display = TrainingDisplay(console, verbose=ctx.args.verbose)
+    if ctx.args.resume and not ctx.local:
+        raise UsageError(
+            "--resume is for local jobs; on SageMaker a spot job resumes from its checkpoints itself"
+        )
     try:
         if ctx.args.resume:
             console.print(f"resuming local job {ctx.args.resume}")
@@ -198,13 +223,19 @@ def cmd_train(ctx: Context) -> int:
 
             check_dataset(data)
             spec = TrainingSpec(
-                ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data, ctx.code_version()
+                ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=ctx.local), data, ctx.code_version()
             )
             console.print(f"training job {spec.job_name} on {data}")
             result = platform.train(spec, display)
     finally:
         display.close()
     console.print(f"job {result.job_name}: {result.status} in {result.seconds:.1f}s")
+    if result.status == "Planned":
+        return 0
+    if result.billing:
+        from infra.cli_aws import billing_line
+
+        console.print(billing_line(result.billing))
     if result.status != "Completed":
         from infra.errors import TrainingFailed
 
@@ -326,6 +357,10 @@ def cmd_endpoint(ctx: Context) -> int:
         )
         return 0 if status.healthy else 1
     if action == "stop":
+        if not ctx.local:
+            raise UsageError(
+                "`endpoint stop` stops the local endpoint; on AWS use `mlops cleanup` to delete endpoints"
+            )
         stopped = platform.stop_endpoint()
         console.print(
             f"stopped the local endpoint (v{stopped})" if stopped else "no local endpoint was running"
@@ -357,12 +392,16 @@ def cmd_pipeline(ctx: Context) -> int:
     platform = ctx.platform()
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
     spec = TrainingSpec(
-        ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=True), data, ctx.code_version()
+        ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=ctx.local), data, ctx.code_version()
     )
+    if ctx.dry_run:
+        from infra.cli_aws import plan_pipeline
+
+        return plan_pipeline(ctx, platform, spec, ensure_data=lambda: _ensure_synthetic(ctx, data))
     display = TrainingDisplay(console, verbose=ctx.args.verbose)
     console.print(
-        f"[bold]mlops pipeline --local[/] job {spec.job_name}, code {spec.code_version}, "
-        f"gate v{ctx.config.gate.version}"
+        f"[bold]mlops pipeline {'--local' if ctx.local else '(AWS)'}[/] job {spec.job_name}, "
+        f"code {spec.code_version}, gate v{ctx.config.gate.version}"
     )
     report = run_pipeline(
         platform,
@@ -375,7 +414,7 @@ def cmd_pipeline(ctx: Context) -> int:
     console.print()
     print_report(report, console)
     write_step_summary(report)
-    if report.exit_code == 0 and report.endpoint_url:
+    if report.exit_code == 0 and report.endpoint_url and ctx.local:
         console.print(
             f"\ntry: curl -s -X POST -H 'Content-Type: image/png' --data-binary @image.png "
             f"{report.endpoint_url}/invocations\nstop: mlops endpoint stop --local"
@@ -412,6 +451,14 @@ def _local_flag(p: argparse.ArgumentParser) -> None:
         "--local",
         action="store_true",
         help="run on this machine (subprocesses, a local registry and endpoint) instead of AWS",
+    )
+
+
+def _dry_run_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the exact AWS requests (operation and JSON parameters); change nothing",
     )
 
 
@@ -452,16 +499,22 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     cif.add_argument("--archive", help="a local cifar-10-binary.tar.gz (otherwise downloaded)")
     cif.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
     cif.add_argument("--force", action="store_true", help="overwrite an existing dataset")
-    data.set_defaults(handler=cmd_data)
+    syn.set_defaults(handler=cmd_data)
+    cif.set_defaults(handler=cmd_data)
+    from infra.cli_aws import add_aws_commands, add_data_upload
+
+    add_data_upload(dsub, _dry_run_flag)
 
     train = sub.add_parser("train", help="run a training job")
     _local_flag(train)
     _hp_flag(train)
     train.add_argument("--data", help="dataset directory with train/ validation/ test/ (default: synthetic)")
+    train.add_argument("--job-name", help="name the job (default: <project>-<UTC time>-<random>)")
     train.add_argument(
         "--resume", metavar="JOB", help="start an interrupted local job again from its checkpoint"
     )
     train.add_argument("--verbose", "-v", action="store_true", help="show every line the trainer prints")
+    _dry_run_flag(train)
     train.set_defaults(handler=cmd_train)
 
     ev = sub.add_parser("evaluate", help="check a finished job against the gate and production")
@@ -473,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     reg = sub.add_parser("register", help="register a job's model (Approved or Rejected by the gate)")
     _local_flag(reg)
     reg.add_argument("--job", help="training job name (default: the latest)")
+    _dry_run_flag(reg)
     reg.set_defaults(handler=cmd_register)
 
     ver = sub.add_parser("versions", help="list registered model versions")
@@ -482,11 +536,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     dep = sub.add_parser("deploy", help="deploy a registered version (smoke-tested before it takes traffic)")
     _local_flag(dep)
     dep.add_argument("--version", type=int, help="version number (default: the latest Approved)")
+    dep.add_argument("--data", help="dataset whose test/ split smoke-tests the endpoint (default: synthetic)")
+    _dry_run_flag(dep)
     dep.set_defaults(handler=cmd_deploy)
 
     rb = sub.add_parser("rollback", help="return the endpoint to the previous production version")
     _local_flag(rb)
     rb.add_argument("--to", type=int, metavar="VERSION", help="a specific Approved version instead")
+    rb.add_argument("--data", help="dataset whose test/ split smoke-tests the endpoint (default: synthetic)")
+    _dry_run_flag(rb)
     rb.set_defaults(handler=cmd_rollback)
 
     ep = sub.add_parser("endpoint", help="the serving endpoint: status, invoke, stop")
@@ -506,11 +564,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     _local_flag(pipe)
     _hp_flag(pipe)
     pipe.add_argument("--data", help="dataset directory (default: synthetic, created when missing)")
+    pipe.add_argument("--job-name", help="name the training job (default: <project>-<UTC time>-<random>)")
     pipe.add_argument(
         "--fail-on-reject", action="store_true", help="exit 4 when the gate rejects the candidate"
     )
     pipe.add_argument("--verbose", "-v", action="store_true", help="show every line the trainer prints")
+    _dry_run_flag(pipe)
     pipe.set_defaults(handler=cmd_pipeline)
+
+    add_aws_commands(sub, _dry_run_flag)
 
     srv = sub.add_parser("serve", help="run the inference server in the foreground")
     group = srv.add_mutually_exclusive_group()

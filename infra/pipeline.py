@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from artifact.manifest import load_manifest
 from infra import gate
 from infra.errors import MlopsError
 from infra.platform import DeployResult, LineSink, ModelVersion, Platform, TrainingResult, TrainingSpec
@@ -130,7 +131,8 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
 
     def do_verify() -> tuple[str, str]:
         assert report.version is not None
-        classes = _classes(report.version)
+        assert report.training is not None and report.training.model_dir is not None
+        classes = load_manifest(report.training.model_dir).classes
         check = _verify(platform, spec.data, config.local.verify_images, classes)
         report.verify = check
         if check["ok"]:
@@ -182,9 +184,3 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
     before = report.production_before.label if report.production_before else "none"
     report.outcome = f"promoted {report.version.label} (previous production: {before})"
     return report
-
-
-def _classes(version: ModelVersion) -> list[str]:
-    from artifact.manifest import load_manifest
-
-    return load_manifest(version.model_dir).classes

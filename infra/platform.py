@@ -33,6 +33,8 @@ class TrainingResult:
     wandb: dict[str, Any] | None = None
     log: Path | None = None
     resumed_from_epoch: int | None = None
+    model_uri: str | None = None  # s3://.../model.tar.gz on AWS
+    billing: dict[str, Any] | None = None  # AWS: instance, training/billable seconds, spot savings, cost
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ModelVersion:
     wandb: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    uri: str | None = None  # AWS: the model package ARN
 
     @property
     def label(self) -> str:

@@ -62,7 +62,12 @@ class JobPaths:
     @property
     def checkpoints(self) -> Path:
         # CheckpointConfig.LocalPath defaults to /opt/ml/checkpoints; the platform may choose another.
-        return Path(self.env.get("MLOPS_CHECKPOINT_DIR") or self.base / "checkpoints")
+        if self.env.get("MLOPS_CHECKPOINT_DIR"):
+            return Path(self.env["MLOPS_CHECKPOINT_DIR"])
+        # Trials of a tuning job may share one CheckpointConfig.S3Uri: a per-job subdirectory keeps a trial
+        # from resuming another's checkpoint, while a restarted spot job (same name) still finds its own.
+        job = self.env.get("TRAINING_JOB_NAME")
+        return self.base / "checkpoints" / job if job else self.base / "checkpoints"
 
 
 def read_json(path: Path, default: Any) -> Any:

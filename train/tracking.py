@@ -1,7 +1,10 @@
 """Weights & Biases: every training run is a W&B run; offline (no key, no network) unless a key is set.
 
 Mode: `WANDB_MODE` when the user sets it (`offline`, `online`, `disabled`), else online with
-`WANDB_API_KEY`, else offline. Offline runs land in `output/data/wandb/offline-run-*` (uploaded with the
+`WANDB_API_KEY`, else offline. On SageMaker the job carries no key, only `MLOPS_WANDB_SECRET_ARN`: the
+key is then read from Secrets Manager (`infra.wandb_secret`, the one infra module in the image) into this
+process's environment, where wandb looks for it; if that fails the run is offline, with a warning that
+never shows key material. Offline runs land in `output/data/wandb/offline-run-*` (uploaded with the
 job's output on SageMaker; push them later with `wandb sync <dir>`). If an online init fails (bad key,
 no network) the run falls back to offline rather than failing the training job. W&B's console capture
 is off: our metric lines reach stdout unchanged, for SageMaker's regexes and the local platform.
@@ -14,6 +17,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+SECRET_ARN_VARIABLE = "MLOPS_WANDB_SECRET_ARN"  # noqa: S105 -- the variable's name, not a secret
 
 
 class Tracker:
@@ -34,15 +39,37 @@ class Tracker:
         self.run_id = run_id
         self.env = os.environ if env is None else env
         self.run: Any = None
-        self.mode = self._mode()
+        self.mode = self.resolve_mode()
 
-    def _mode(self) -> str:
+    def resolve_mode(self) -> str:
+        """`offline`, `online` or `disabled`. Fetches the key from its secret when only the ARN is set
+        and the run may go online; an explicit WANDB_MODE=offline/disabled fetches nothing."""
         explicit = self.env.get("WANDB_MODE", "").strip().lower()
-        if explicit in ("offline", "online", "disabled"):
-            return explicit
         if explicit == "dryrun":
-            return "offline"
-        return "online" if self.env.get("WANDB_API_KEY") else "offline"
+            explicit = "offline"
+        if explicit in ("offline", "disabled"):
+            return explicit
+        has_key = bool(self.env.get("WANDB_API_KEY"))
+        arn = self.env.get(SECRET_ARN_VARIABLE, "").strip()
+        if not has_key and arn:
+            has_key = self._load_key(arn)
+        if explicit == "online":
+            return "online"  # without a key wandb.init fails and start() falls back to offline
+        return "online" if has_key else "offline"
+
+    def _load_key(self, secret_arn: str) -> bool:
+        """Put the key from the secret into os.environ (this process and the W&B service it starts)."""
+        try:
+            from infra.wandb_secret import fetch_wandb_key
+
+            key = fetch_wandb_key(secret_arn)
+        except Exception as exc:  # noqa: BLE001 -- a W&B problem must never cost a training job
+            # The leaf's RuntimeErrors name the secret, never its content; anything else, only its type.
+            detail = str(exc) if isinstance(exc, RuntimeError | ImportError) else type(exc).__name__
+            print(f"WARNING: W&B API key not loaded ({detail}); logging offline", file=sys.stderr, flush=True)
+            return False
+        os.environ["WANDB_API_KEY"] = key
+        return True
 
     def start(self) -> None:
         if self.mode == "disabled":

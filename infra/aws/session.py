@@ -119,7 +119,9 @@ def tags(
     settings: AwsSettings, *, git_sha: str, expiry_days: int, now: float | None = None
 ) -> list[dict[str, str]]:
     """The tags on everything the pipeline creates: cleanup finds resources by them."""
-    expires = time.strftime("%Y-%m-%d", time.gmtime((time.time() if now is None else now) + expiry_days * 86400))
+    expires = time.strftime(
+        "%Y-%m-%d", time.gmtime((time.time() if now is None else now) + expiry_days * 86400)
+    )
     return [
         {"Key": "mlops:project", "Value": settings.project},
         {"Key": "mlops:git-sha", "Value": git_sha},

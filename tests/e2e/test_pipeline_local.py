@@ -162,10 +162,18 @@ def test_local_pipeline_lifecycle(mlops):
     assert mlops("endpoint", "status", "--local").returncode == 1
 
 
-def test_commands_without_local_explain_that_aws_is_not_available_yet(mlops):
-    result = mlops("train")
-    assert result.returncode == 2
-    assert "not available in this build yet; add --local" in result.stderr
+def test_commands_without_local_name_the_missing_aws_settings(mlops):
+    env = {k: v for k, v in mlops.env.items() if not k.startswith("AWS_") and k not in ("MLOPS_BUCKET",)}
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "train", "--data", str(mlops.data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not set: AWS_REGION" in result.stderr and ".env.example" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,313 @@
+"""AwsPlatform: the platform protocol on SageMaker, composed from the infra/aws modules.
+
+    train     upload the dataset (content-addressed, skipped when unchanged) -> CreateTrainingJob on spot
+              with checkpoints -> wait with status transitions and the CloudWatch log -> download the
+              model artifact and read its manifest (the same metrics the local platform reads)
+    register  a Model Registry version: serve image by digest, model.tar.gz, metrics, metadata
+    deploy    blue/green UpdateEndpoint with auto-rollback alarms, silent-rollback detection, smoke test
+    rollback  deploy of an earlier Approved version
+
+Every mutation goes through the executor: with a DryRunExecutor the same code prints the requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from infra.aws import endpoints, images, registry, storage, training
+from infra.aws.plan import Executor
+from infra.aws.session import Aws, tags
+from infra.errors import UsageError
+from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
+from infra.settings import Config
+from infra.smoke import held_out_samples
+
+APPROVED, REJECTED = "Approved", "Rejected"
+
+
+class AwsPlatform:
+    name = "aws"
+
+    def __init__(
+        self,
+        aws: Aws,
+        config: Config,
+        executor: Executor,
+        *,
+        git_sha: str,
+        cache: Path,
+        smoke_data: Path | None = None,
+        on_event: Callable[[str], None] = print,
+        poll_seconds: float = 30.0,
+    ) -> None:
+        self.aws = aws
+        self.config = config
+        self.executor = executor
+        self.git_sha = git_sha
+        self.cache = cache
+        self.smoke_data = smoke_data
+        self.on_event = on_event
+        self.poll_seconds = poll_seconds
+        self.project = aws.settings.project
+        self.group = registry.group_name(self.project)
+        self.endpoint = endpoints.endpoint_name(self.project)
+        self._images: dict[str, images.ImageRef] = {}
+
+    def tags(self) -> list[dict[str, str]]:
+        return tags(self.aws.settings, git_sha=self.git_sha, expiry_days=self.config.aws.expiry_days)
+
+    # images and data
+    def publish_images(self, context: Path) -> dict[str, images.ImageRef]:
+        self._images = images.publish(
+            self.aws,
+            self.project,
+            git_sha=self.git_sha,
+            context=context,
+            executor=self.executor,
+            tags=self.tags(),
+            on_event=self.on_event,
+        )
+        return self._images
+
+    def image(self, name: str) -> str:
+        """The image for this git SHA, by digest: published in this run, or found in ECR."""
+        if name in self._images and self._images[name].digest:
+            return self._images[name].by_digest
+        repository = images.repository_name(self.project, name)
+        digest = images.image_digest(self.aws, repository, self.git_sha)
+        if digest is None:
+            if self.executor.dry_run:
+                return f"<{repository}:{self.git_sha}@sha256:digest-after-publish>"
+            raise UsageError(
+                f"no {name} image tagged {self.git_sha} in ECR repository {repository}; "
+                "run `mlops images publish` first"
+            )
+        uris = images.ensure_repositories(self.aws, self.project, self.executor, self.tags())
+        return f"{uris[name]}@{digest}"
+
+    def upload_data(
+        self, local: Path, progress: Callable[[int, int], None] | None = None
+    ) -> storage.UploadResult:
+        self.aws.settings.require("bucket")
+        assert self.aws.settings.bucket is not None
+        return storage.upload_dataset(
+            self.aws,
+            local,
+            bucket=self.aws.settings.bucket,
+            project=self.project,
+            executor=self.executor,
+            progress=progress,
+        )
+
+    # training
+    def job_spec(self, spec: TrainingSpec, channels: dict[str, str]) -> training.JobSpec:
+        settings, cfg = self.aws.settings, self.config.aws
+        settings.require("bucket", "role_arn")
+        base = f"s3://{settings.bucket}/{self.project}"
+        return training.JobSpec(
+            job_name=spec.job_name,
+            image_uri=self.image("train"),
+            role_arn=str(settings.role_arn),
+            hyperparameters=spec.hyperparameters,
+            channels=channels,
+            output_uri=f"{base}/models/",
+            checkpoint_uri=f"{base}/checkpoints/{spec.job_name}/",
+            instance_type=cfg.train_instance_type,
+            instance_count=cfg.train_instance_count,
+            spot=cfg.spot,
+            max_runtime_seconds=cfg.max_runtime_seconds,
+            max_wait_seconds=cfg.max_wait_seconds,
+            volume_size_gb=cfg.volume_size_gb,
+            wandb_secret_arn=settings.wandb_secret_arn,
+            code_version=spec.code_version,
+            tags=self.tags(),
+        )
+
+    def train(self, spec: TrainingSpec, on_line: LineSink) -> TrainingResult:
+        self.smoke_data = spec.data
+        uploaded = self.upload_data(spec.data)
+        on_line(f"dataset {uploaded.uri}: {uploaded.uploaded} uploaded, {uploaded.skipped} unchanged")
+        job = self.job_spec(spec, storage.channel_uris(uploaded.uri))
+        training.start(self.aws, job, self.executor)
+        if self.executor.dry_run:
+            return TrainingResult(spec.job_name, "Planned", None, {}, 0.0, failure_reason="dry run")
+        outcome = training.wait(self.aws, spec.job_name, on_event=on_line, poll_seconds=self.poll_seconds)
+        return self._result(outcome)
+
+    def job(self, job_name: str) -> TrainingResult:
+        """A SageMaker training job's result, its model downloaded (for `mlops evaluate/register --job`)."""
+        return self._result(training.describe(self.aws, job_name))
+
+    def _result(self, outcome: training.TrainingOutcome) -> TrainingResult:
+        from artifact.manifest import load_manifest
+
+        billing = {
+            "instance_type": outcome.instance_type,
+            "instance_count": outcome.instance_count,
+            "training_seconds": outcome.training_seconds,
+            "billable_seconds": outcome.billable_seconds,
+            "spot": outcome.spot,
+            "spot_savings": outcome.spot_savings,
+            "estimated_cost": outcome.estimated_cost,
+        }
+        if outcome.status != "Completed" or not outcome.model_artifact_uri:
+            reason = outcome.failure_reason or f"ended {outcome.status} ({outcome.secondary_status})"
+            return TrainingResult(
+                outcome.job_name,
+                outcome.status,
+                None,
+                outcome.metrics,
+                float(outcome.training_seconds or 0),
+                failure_reason=reason,
+                billing=billing,
+            )
+        # The manifest in the artifact is the ground truth for metrics, as on the local platform.
+        model_dir = storage.download_model(
+            self.aws, outcome.model_artifact_uri, self.cache / outcome.job_name
+        )
+        manifest = load_manifest(model_dir)
+        return TrainingResult(
+            outcome.job_name,
+            "Completed",
+            model_dir,
+            dict(manifest.metrics),
+            float(outcome.training_seconds or 0),
+            wandb=manifest.wandb,
+            model_uri=outcome.model_artifact_uri,
+            billing=billing,
+        )
+
+    # registry
+    def _version(self, package: registry.PackageVersion) -> ModelVersion:
+        return ModelVersion(
+            version=package.version,
+            status=package.status,
+            metrics=package.metrics,
+            model_dir=self.cache / "versions" / f"v{package.version}",
+            created_at=package.created,
+            source_job=package.metadata.get("training_job", ""),
+            code_version=package.metadata.get("git_sha", ""),
+            wandb={"id": package.metadata["wandb_run"]} if package.metadata.get("wandb_run") else None,
+            uri=package.arn,
+        )
+
+    def register(self, result: TrainingResult, decision: dict[str, Any]) -> ModelVersion:
+        if result.model_uri is None and not self.executor.dry_run:
+            raise UsageError(
+                f"job {result.job_name} has no model artifact to register ({result.failure_reason})"
+            )
+        registry.ensure_group(self.aws, self.group, self.executor, self.tags())
+        wandb = result.wandb or {}
+        metadata = {
+            "git_sha": self.git_sha,
+            "training_job": result.job_name,
+            "wandb_run": str(wandb.get("id", "")),
+            "wandb_url": str(wandb.get("url", "")),
+            "gate": str(decision.get("summary", ""))[:250],
+        }
+        status = APPROVED if decision.get("passed") else REJECTED
+        package = registry.register(
+            self.aws,
+            self.group,
+            image_uri=self.image("serve"),
+            model_data_uri=result.model_uri or "<model.tar.gz of the training job>",
+            metrics=result.metrics,
+            metadata={k: v for k, v in metadata.items() if v},
+            status=status,
+            description=f"{result.job_name}: {decision.get('summary', '')}"[:1024],
+            executor=self.executor,
+        )
+        return self._version(package)
+
+    def versions(self) -> list[ModelVersion]:
+        return [self._version(p) for p in registry.list_versions(self.aws, self.group)]
+
+    def production(self) -> ModelVersion | None:
+        state = endpoints.describe(self.aws, self.endpoint)
+        if state is None or not state.package_arn:
+            return None
+        return next((v for v in self.versions() if v.uri == state.package_arn), None)
+
+    # endpoint
+    def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:
+        package = registry.get_version(self.aws, self.group, version)
+        target = self._version(package)
+        if target.status != APPROVED:
+            raise UsageError(f"v{version} is {target.status}: only Approved versions are deployed")
+        self.aws.settings.require("role_arn")
+        before = self.production()
+        classes = self._classes(target)
+        samples = held_out_samples(self.smoke_data, self.config.local.smoke_images, classes)
+        outcome = endpoints.deploy(
+            self.aws,
+            project=self.project,
+            package_arn=package.arn,
+            version=version,
+            role_arn=str(self.aws.settings.role_arn),
+            config=self.config.aws,
+            executor=self.executor,
+            tags=self.tags(),
+            samples=samples,
+            classes=classes,
+            on_event=self.on_event,
+            poll_seconds=self.poll_seconds,
+        )
+        now = self.production() if not self.executor.dry_run else None
+        return DeployResult(
+            outcome.ok,
+            now.version if now else (version if outcome.ok else None),
+            f"sagemaker://{self.endpoint}",
+            outcome.message,
+            smoke=outcome.smoke,
+            previous_version=before.version if before else None,
+        )
+
+    def _classes(self, target: ModelVersion) -> list[str]:
+        """Class names from the version's own model when we hold it (downloaded after training), else
+        the smoke dataset's test split."""
+        from artifact.manifest import ArtifactError, load_manifest
+
+        held = self.cache / target.source_job if target.source_job else None
+        if held is not None and (held / "manifest.json").is_file():
+            try:
+                return load_manifest(held).classes
+            except ArtifactError:
+                pass
+        test = self.smoke_data / "test" if self.smoke_data else None
+        return sorted(p.name for p in test.iterdir() if p.is_dir()) if test and test.is_dir() else []
+
+    def rollback(self, to: int | None = None) -> DeployResult:
+        current = self.production()
+        if to is None:
+            if current is None:
+                raise UsageError(
+                    f"nothing to roll back: endpoint {self.endpoint} serves no registered version"
+                )
+            older = [v for v in self.versions() if v.status == APPROVED and v.version < current.version]
+            if not older:
+                raise UsageError(
+                    f"nothing to roll back to: no Approved version older than v{current.version}"
+                )
+            to = older[-1].version
+        elif current is not None and current.version == to:
+            raise UsageError(f"v{to} is already in production")
+        return self.deploy(to, action="rollback")
+
+    def endpoint_status(self) -> EndpointStatus:
+        state = endpoints.describe(self.aws, self.endpoint)
+        if state is None:
+            return EndpointStatus(False, False, None, None, detail=f"endpoint {self.endpoint} does not exist")
+        production = self.production()
+        return EndpointStatus(
+            state.status in ("InService", "Updating"),
+            state.status == "InService",
+            production.version if production else None,
+            f"sagemaker://{self.endpoint}",
+            detail=f"{state.status} on {state.config_name} ({state.instance_count} x {state.instance_type})"
+            + (f": {state.failure_reason}" if state.failure_reason else ""),
+        )
+
+    def invoke(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+        return endpoints.invoke(self.aws, self.endpoint, body, content_type)
