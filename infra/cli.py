@@ -334,7 +334,12 @@ def cmd_deploy(ctx: Context) -> int:
         if not approved:
             raise UsageError("no Approved version in the registry; run `mlops pipeline --local`")
         version = approved[-1].version
-    console.print(f"deploying v{version}: start on a scratch port, smoke-test, then switch")
+    how = (
+        "start on a scratch port, smoke-test, then switch"
+        if ctx.local
+        else "blue/green update with auto-rollback alarms, then a smoke test"
+    )
+    console.print(f"deploying v{version}: {how}")
     return _print_deploy(platform.deploy(version))
 
 

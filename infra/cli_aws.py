@@ -65,6 +65,16 @@ def billing_line(billing: dict[str, Any]) -> str:
     )
 
 
+def _can_read(platform: AwsPlatform) -> bool:
+    from infra.errors import MlopsError
+
+    try:
+        platform.aws.identity()
+    except MlopsError:
+        return False
+    return True
+
+
 def plan_pipeline(
     ctx: Context, platform: AwsPlatform, spec: TrainingSpec, *, ensure_data: Callable[[], str]
 ) -> int:
@@ -91,31 +101,34 @@ def plan_pipeline(
     from infra.platform import TrainingResult
 
     planned = TrainingResult(spec.job_name, "Planned", None, {}, 0.0)
-    platform.register(planned, {"passed": True, "summary": "<the gate's decision>"})
+    platform.register(planned, {"passed": True, "summary": "decided by the gate"})
     console.print("\n[bold]6. deploy (blue/green, auto-rollback on alarms)[/]")
-    alarm_names = [c.params["AlarmName"] for c in endpoints.alarm_calls(platform.endpoint, cfg.alarms)]
-    for call in endpoints.alarm_calls(platform.endpoint, cfg.alarms):
-        platform.executor(call)
-    update = endpoints.deployment_config(
-        alarm_names,
-        instance_count=cfg.endpoint_instance_count,
-        bake_seconds=cfg.bake_seconds,
-        canary_percent=cfg.canary_percent,
+    before = endpoints.describe(platform.aws, platform.endpoint) if _can_read(platform) else None
+    endpoints.deploy(
+        platform.aws,
+        project=platform.project,
+        package_arn="<the new model package ARN>",
+        version=0,
+        role_arn=str(platform.aws.settings.role_arn),
+        config=cfg,
+        executor=platform.executor,
+        tags=platform.tags(),
+        samples=[],
+        classes=[],
+        on_event=platform.on_event,
     )
-    from infra.aws.plan import Call
-
-    platform.executor(
-        Call(
-            "sagemaker",
-            "UpdateEndpoint",
-            {
-                "EndpointName": platform.endpoint,
-                "EndpointConfigName": "<the new endpoint config>",
-                "DeploymentConfig": update,
-            },
-            why="switch traffic to the new version; CreateEndpoint instead on the first deploy",
+    if before is None:
+        # The first deploy creates the endpoint; show what every later deploy sends as well.
+        console.print("later deploys update the endpoint blue/green, rolled back by the alarms above:")
+        update = endpoints.deployment_config(
+            endpoints.alarm_names(platform.endpoint),
+            instance_count=cfg.endpoint_instance_count,
+            bake_seconds=cfg.bake_seconds,
+            canary_percent=cfg.canary_percent,
         )
-    )
+        platform.executor(
+            endpoints.update_endpoint_call(platform.endpoint, "<the new endpoint config>", update)
+        )
     console.print(
         "\n[bold]7. verify[/]\n  held-out test images through sagemaker-runtime InvokeEndpoint; "
         "roll back to the previous Approved version on failure"

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     endpoint_port: int | None = Field(default=None, ge=1, le=65535, description="local endpoint port")
     endpoint_host: str = "127.0.0.1"
     code_version: str | None = None
+    aws_poll_seconds: float = Field(default=30.0, gt=0, description="how often AWS waits poll for status")
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from infra.aws import endpoints, images, registry, storage, training
+from infra.aws.errors import NotFound
 from infra.aws.plan import Executor
 from infra.aws.session import Aws, tags
-from infra.errors import UsageError
+from infra.errors import MlopsError, UsageError
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
 from infra.settings import Config
 from infra.smoke import held_out_samples
@@ -76,16 +77,31 @@ class AwsPlatform:
         if name in self._images and self._images[name].digest:
             return self._images[name].by_digest
         repository = images.repository_name(self.project, name)
-        digest = images.image_digest(self.aws, repository, self.git_sha)
+        try:
+            digest = images.image_digest(self.aws, repository, self.git_sha)
+        except NotFound:  # the repository itself is missing: nothing was ever published
+            digest = None
         if digest is None:
             if self.executor.dry_run:
-                return f"<{repository}:{self.git_sha}@sha256:digest-after-publish>"
+                # The digest exists only after the push; the plan shows a zero digest in its place.
+                self.on_event(
+                    f"{name} image: the digest of {repository}:{self.git_sha} is known after publishing; "
+                    "the plan shows sha256:000..."
+                )
+                account = self._account()
+                return f"{account}.dkr.ecr.{self.aws.region}.amazonaws.com/{repository}@sha256:{'0' * 64}"
             raise UsageError(
                 f"no {name} image tagged {self.git_sha} in ECR repository {repository}; "
                 "run `mlops images publish` first"
             )
         uris = images.ensure_repositories(self.aws, self.project, self.executor, self.tags())
         return f"{uris[name]}@{digest}"
+
+    def _account(self) -> str:
+        try:
+            return self.aws.account()
+        except MlopsError:
+            return "<account>"
 
     def upload_data(
         self, local: Path, progress: Callable[[int, int], None] | None = None

@@ -120,7 +120,7 @@ def register_call(
     properties = customer_metadata(metrics, metadata)
     if properties:  # the API rejects an empty map (min 1 entry)
         params["CustomerMetadataProperties"] = properties
-    return Call("sagemaker", "CreateModelPackage", params, why=f"register a {status} version in {group}")
+    return Call("sagemaker", "CreateModelPackage", params, why=f"register a version as {status} in {group}")
 
 
 def customer_metadata(metrics: dict[str, float], metadata: dict[str, str]) -> dict[str, str]:

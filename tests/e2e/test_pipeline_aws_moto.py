@@ -8,6 +8,7 @@ runs no container; the answers are what our server would say.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -65,8 +66,21 @@ MANIFEST = json.dumps(
 
 @pytest.fixture(scope="module")
 def moto_env(tmp_path_factory):
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
     from moto.server import ThreadedMotoServer
 
+    # moto's server decodes every request body as UTF-8 unless the handler asks for raw bytes, and its
+    # sagemaker-runtime handler then JSON-encodes the body: InvokeEndpoint with a PNG body fails inside
+    # moto. Raw bytes in, base64 text to its handler.
+    original = SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint(self):
+        if isinstance(self.body, bytes):
+            self.body = base64.b64encode(self.body).decode()
+        return original(self)
+
+    SageMakerRuntimeResponse.use_raw_body = True
+    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -110,6 +124,8 @@ def moto_env(tmp_path_factory):
         client("ecr").put_image(repositoryName=f"demo-{image}", imageManifest=MANIFEST, imageTag=SHA)
     yield {"env": env, "data": data, "root": root, "port": port, "client": client}
     server.stop()
+    SageMakerRuntimeResponse.invoke_endpoint = original
+    SageMakerRuntimeResponse.use_raw_body = False
 
 
 def mlops(env, *args, timeout=300):
