@@ -216,7 +216,10 @@ def cmd_jobs(ctx: Context) -> int:
     platform = _aws(ctx)
     console = _console()
     if ctx.args.action == "list":
-        for job in training.list_jobs(platform.aws, platform.project):
+        jobs = training.list_jobs(platform.aws, platform.project)
+        if not jobs:
+            console.print(f"no training jobs for project {platform.project}")
+        for job in jobs:
             console.print(
                 f"{job['TrainingJobName']}  {job['TrainingJobStatus']}  {job.get('CreationTime', '')}"
             )
