@@ -589,8 +589,20 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     return parser
 
 
+def _interrupt_on_sigterm() -> None:
+    """A cancelled GitHub workflow sends SIGINT, then SIGTERM: both must reach the code that stops a
+    SageMaker job (StopTrainingJob) or a local trainer, which listens for KeyboardInterrupt."""
+    import signal
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _interrupt_on_sigterm()
     try:
         ctx = Context(args)
         return int(args.handler(ctx))

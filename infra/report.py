@@ -46,6 +46,23 @@ def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, st
     return rows
 
 
+def _billing_line(report: PipelineReport) -> str | None:
+    billing = report.training.billing if report.training else None
+    if not billing:
+        return None
+    from infra.aws.costs import format_cost
+
+    savings = billing.get("spot_savings")
+    return (
+        f"job {report.training.job_name if report.training else ''}: "
+        f"{billing.get('instance_count')} x {billing.get('instance_type')}"
+        f"{' spot' if billing.get('spot') else ''}, training {billing.get('training_seconds')} s, "
+        f"billable {billing.get('billable_seconds')} s, spot savings "
+        f"{f'{savings:.0%}' if savings is not None else 'n/a'}, "
+        f"cost {format_cost(billing.get('estimated_cost'))}"
+    )
+
+
 def print_report(report: PipelineReport, console: Console) -> None:
     stages = Table(title="pipeline", title_justify="left")
     for col in ("stage", "status", "seconds", "detail"):
@@ -70,6 +87,8 @@ def print_report(report: PipelineReport, console: Console) -> None:
         + (f"{report.version.label} ({report.version.status})" if report.version else "none")
     )
     console.print(f"[bold]W&B run:[/]  {_wandb_line(report)}")
+    if billing := _billing_line(report):
+        console.print(f"[bold]billing:[/]  {billing}")
     console.print(f"[bold]endpoint:[/] {report.endpoint_url or 'not serving'}")
     style = "green" if report.exit_code == 0 else "bold red"
     console.print(f"[bold]outcome:[/]  [{style}]{report.outcome}[/]")
@@ -94,6 +113,7 @@ def markdown(report: PipelineReport) -> str:
         f"**Decision:** {report.decision.summary if report.decision else 'none'}",
         f"**Version:** {report.version.label if report.version else 'none'}",
         f"**W&B run:** {_wandb_line(report)}",
+        f"**Billing:** {_billing_line(report) or 'local run'}",
         f"**Endpoint:** {report.endpoint_url or 'not serving'}",
         f"**Outcome:** {report.outcome}",
         "",

@@ -237,3 +237,49 @@ def test_missing_settings_name_the_variable(moto_env):
     result = mlops(env, "data", "upload", "--data", str(moto_env["data"]))
     assert result.returncode == 2
     assert "MLOPS_BUCKET" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_pipeline_runs_end_to_end_on_the_aws_platform(moto_env):
+    # Its own project, so its deploy is a first one: moto does not implement UpdateEndpoint (the
+    # blue/green path is covered with Stubber in tests/functional/aws/test_endpoints.py).
+    env = {
+        **moto_env["env"],
+        "MLOPS_PROJECT": "flow",
+        "GITHUB_STEP_SUMMARY": str(moto_env["root"] / "summary.md"),
+    }
+    client, data = moto_env["client"], moto_env["data"]
+    for image in ("train", "serve"):
+        client("ecr").create_repository(repositoryName=f"flow-{image}", imageTagMutability="IMMUTABLE")
+        client("ecr").put_image(repositoryName=f"flow-{image}", imageManifest=MANIFEST, imageTag=SHA)
+    twin = mlops(env, "train", "--local", "--data", str(data), "--job-name", "flow-twin")
+    assert twin.returncode == 0, twin.stdout + twin.stderr
+    from infra.aws.plan import LiveExecutor
+    from infra.aws.session import Aws, AwsSettings
+    from infra.aws.storage import upload_model
+
+    aws = Aws(
+        AwsSettings(project="flow", region="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"]),
+        session=boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ),
+    )
+    job = "flow-e2e-job-1"
+    upload_model(
+        aws,
+        Path(env["MLOPS_HOME"]) / "jobs" / "flow-twin" / "model",
+        f"s3://demo-bucket/flow/models/{job}/output/model.tar.gz",
+        LiveExecutor(aws.client),
+    )
+    queue_endpoint_answers(moto_env["port"], "circle", 40)
+
+    result = mlops(env, "pipeline", "--data", str(data), "--job-name", job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for stage in ("data", "train", "evaluate", "register", "deploy", "verify"):
+        assert f"ok {stage} (" in out, out
+    assert "promoted v1 (previous production: none)" in out and "sagemaker://flow-endpoint" in out
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert job in summary and "**Billing:**" in summary and "spot" in summary
+    assert (
+        client("sagemaker").describe_endpoint(EndpointName="flow-endpoint")["EndpointStatus"] == "InService"
+    )
