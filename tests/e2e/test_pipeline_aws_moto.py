@@ -159,6 +159,31 @@ def queue_endpoint_answers(port: int, label: str, count: int) -> None:
         assert response.status in (200, 201)
 
 
+def place_trained_model(env: dict[str, str], data: Path, *, project: str, job: str) -> None:
+    """What a SageMaker job leaves behind: a model trained for real (by the local trainer, under the same
+    contract), tarred at `<S3OutputPath>/<job>/output/model.tar.gz`, where moto's job says it is."""
+    from infra.aws.plan import LiveExecutor
+    from infra.aws.session import Aws, AwsSettings
+    from infra.aws.storage import upload_model
+
+    twin = mlops(env, "train", "--local", "--data", str(data), "--job-name", f"{job}-twin")
+    assert twin.returncode == 0, twin.stdout + twin.stderr
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    aws = Aws(
+        AwsSettings(project=project, region="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"]),
+        session=session,
+    )
+    model_dir = Path(env["MLOPS_HOME"]) / "jobs" / f"{job}-twin" / "model"
+    upload_model(
+        aws,
+        model_dir,
+        f"s3://demo-bucket/{project}/models/{job}/output/model.tar.gz",
+        LiveExecutor(aws.client),
+    )
+
+
 def test_documented_aws_commands_run_against_a_moto_server(moto_env):
     env, data, client = moto_env["env"], moto_env["data"], moto_env["client"]
 
@@ -173,22 +198,7 @@ def test_documented_aws_commands_run_against_a_moto_server(moto_env):
 
     # The model SageMaker would produce: trained for real, placed where SageMaker writes it.
     job = "demo-e2e-job-1"
-    local = mlops(env, "train", "--local", "--data", str(data), "--job-name", "local-twin")
-    assert local.returncode == 0, local.stdout + local.stderr
-    from infra.aws.plan import LiveExecutor
-    from infra.aws.session import Aws, AwsSettings
-    from infra.aws.storage import upload_model
-
-    aws = Aws(
-        AwsSettings(project="demo", region="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"]),
-        session=boto3.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        ),
-    )
-    model_dir = Path(env["MLOPS_HOME"]) / "jobs" / "local-twin" / "model"
-    upload_model(
-        aws, model_dir, f"s3://demo-bucket/demo/models/{job}/output/model.tar.gz", LiveExecutor(aws.client)
-    )
+    place_trained_model(env, data, project="demo", job=job)
 
     train = mlops(env, "train", "--data", str(data), "--job-name", job)
     assert train.returncode == 0, train.stdout + train.stderr
@@ -251,25 +261,8 @@ def test_the_pipeline_runs_end_to_end_on_the_aws_platform(moto_env):
     for image in ("train", "serve"):
         client("ecr").create_repository(repositoryName=f"flow-{image}", imageTagMutability="IMMUTABLE")
         client("ecr").put_image(repositoryName=f"flow-{image}", imageManifest=MANIFEST, imageTag=SHA)
-    twin = mlops(env, "train", "--local", "--data", str(data), "--job-name", "flow-twin")
-    assert twin.returncode == 0, twin.stdout + twin.stderr
-    from infra.aws.plan import LiveExecutor
-    from infra.aws.session import Aws, AwsSettings
-    from infra.aws.storage import upload_model
-
-    aws = Aws(
-        AwsSettings(project="flow", region="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"]),
-        session=boto3.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        ),
-    )
     job = "flow-e2e-job-1"
-    upload_model(
-        aws,
-        Path(env["MLOPS_HOME"]) / "jobs" / "flow-twin" / "model",
-        f"s3://demo-bucket/flow/models/{job}/output/model.tar.gz",
-        LiveExecutor(aws.client),
-    )
+    place_trained_model(env, data, project="flow", job=job)
     queue_endpoint_answers(moto_env["port"], "circle", 40)
 
     result = mlops(env, "pipeline", "--data", str(data), "--job-name", job)
