@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
             "  model/                              the model artifact (safetensors + manifest.json)\n"
             "  output/data/evaluation.json, output/failure\n\n"
             f"Hyperparameters (key, default, accepted):\n{rows}\n\n"
-            "W&B: online with WANDB_API_KEY, else offline under output/data/wandb."
+            "W&B: online with WANDB_API_KEY, or with MLOPS_WANDB_SECRET_ARN (the key is fetched\n"
+            "from Secrets Manager inside the container); else offline under output/data/wandb."
         ),
     )
 
