@@ -252,7 +252,7 @@ def cmd_jobs(ctx: Context) -> int:
 
 
 def cmd_cleanup(ctx: Context) -> int:
-    from infra.aws import cleanup
+    from infra.aws import cleanup, endpoints
     from infra.aws.plan import DryRunExecutor
 
     platform = _aws(ctx)
@@ -266,11 +266,13 @@ def cmd_cleanup(ctx: Context) -> int:
         console.print(f"{finding.kind} {finding.name}: {finding.reason}{cost}")
     if not ctx.args.apply:
         console.print("\ndry run: these requests would be sent (add --apply to send them)")
-        cleanup.apply(
-            findings, DryRunExecutor(emit=lambda t: console.print(t, highlight=False, markup=False))
-        )
+        dry = DryRunExecutor(emit=lambda t: console.print(t, highlight=False, markup=False))
+        cleanup.apply(findings, dry, delete_endpoint=lambda name: endpoints.delete(platform.aws, name, dry))
         return 0
-    done = cleanup.apply(findings, platform.executor)
+    live = platform.executor
+    done = cleanup.apply(
+        findings, live, delete_endpoint=lambda name: endpoints.delete(platform.aws, name, live)
+    )
     console.print(f"cleaned up {done} resource(s)")
     return 0
 

@@ -127,17 +127,24 @@ def scan(aws: Any, project: str, config: AwsConfig, *, now: datetime | None = No
     return findings
 
 
-def apply(findings: Iterable[Finding], executor: Executor) -> int:
+def apply(
+    findings: Iterable[Finding], executor: Executor, delete_endpoint: Callable[[str], None] | None = None
+) -> int:
     """Run each finding's action; return how many ran (or were printed, in a dry run).
 
-    A resource that is already gone is skipped; any other failure is collected so the remaining actions
-    still run, then raised as one error naming each failed resource."""
+    `delete_endpoint` (endpoints.delete bound to the session) replaces the bare DeleteEndpoint of an idle
+    endpoint, so its autoscaling target and rollback alarms go with it. A resource that is already gone
+    is skipped; any other failure is collected so the remaining actions still run, then raised as one
+    error naming each failed resource."""
     done, failures = 0, []
     for finding in findings:
         if finding.action is None:
             continue
         try:
-            executor(finding.action)
+            if finding.kind == "endpoint" and delete_endpoint is not None:
+                delete_endpoint(finding.name)
+            else:
+                executor(finding.action)
         except NotFound:
             continue  # deleted meanwhile, by hand or by an overlapping run: the goal is met
         except AwsError as exc:

@@ -182,6 +182,20 @@ def test_a_live_apply_deletes_the_projects_waste_and_only_that(aws, estate):
     assert kinds_and_names(scan(aws, "demo", CONFIG, now=LATER)) == [("endpoint-config", "demo-config-live")]
 
 
+def test_an_idle_endpoint_goes_with_its_rollback_alarms(aws, estate):
+    from infra.aws import endpoints
+    from infra.settings import AlarmConfig
+
+    live = LiveExecutor(aws.client)
+    for call in endpoints.alarm_calls("demo-endpoint", AlarmConfig()):
+        live(call)
+    findings = [f for f in scan(aws, "demo", CONFIG, now=LATER) if f.kind == "endpoint"]
+    assert apply(findings, live, delete_endpoint=lambda name: endpoints.delete(aws, name, live)) == 1
+    assert "demo-endpoint" not in names(estate)["endpoints"]
+    alarms = aws.client("cloudwatch").describe_alarms(AlarmNames=endpoints.alarm_names("demo-endpoint"))
+    assert alarms["MetricAlarms"] == []
+
+
 def test_resources_already_gone_are_skipped(aws, estate):
     findings = scan(aws, "demo", CONFIG, now=LATER)
     assert apply(findings, LiveExecutor(aws.client)) == 3
