@@ -79,7 +79,7 @@ def plan_pipeline(
     ctx: Context, platform: AwsPlatform, spec: TrainingSpec, *, ensure_data: Callable[[], str]
 ) -> int:
     """`mlops pipeline --dry-run`: every request the pipeline would send, in order, and nothing sent."""
-    from infra.aws import endpoints
+    from infra.aws import endpoints, rollout
 
     console = _console()
     cfg = ctx.config.aws
@@ -104,7 +104,7 @@ def plan_pipeline(
     platform.register(planned, {"passed": True, "summary": "decided by the gate"})
     console.print("\n[bold]6. deploy (blue/green, auto-rollback on alarms)[/]")
     before = endpoints.describe(platform.aws, platform.endpoint) if _can_read(platform) else None
-    endpoints.deploy(
+    rollout.deploy(
         platform.aws,
         project=platform.project,
         package_arn="<the new model package ARN>",
@@ -211,7 +211,7 @@ def cmd_tune(ctx: Context) -> int:
 
 
 def cmd_jobs(ctx: Context) -> int:
-    from infra.aws import training
+    from infra.aws import training, watch
 
     platform = _aws(ctx)
     console = _console()
@@ -246,7 +246,7 @@ def cmd_jobs(ctx: Context) -> int:
             )
         )
         return 0
-    for line in training.log_lines(platform.aws, ctx.args.job):
+    for line in watch.log_lines(platform.aws, ctx.args.job):
         console.print(line, highlight=False, markup=False)
     return 0
 

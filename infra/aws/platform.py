@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.aws import endpoints, images, registry, storage, training
+from infra.aws import endpoints, images, registry, rollout, storage, training, watch
 from infra.aws.errors import NotFound
 from infra.aws.plan import Executor
 from infra.aws.session import Aws, tags
@@ -149,7 +149,7 @@ class AwsPlatform:
         training.start(self.aws, job, self.executor)
         if self.executor.dry_run:
             return TrainingResult(spec.job_name, "Planned", None, {}, 0.0, failure_reason="dry run")
-        outcome = training.wait(self.aws, spec.job_name, on_event=on_line, poll_seconds=self.poll_seconds)
+        outcome = watch.wait(self.aws, spec.job_name, on_event=on_line, poll_seconds=self.poll_seconds)
         return self._result(outcome)
 
     def job(self, job_name: str) -> TrainingResult:
@@ -256,7 +256,7 @@ class AwsPlatform:
         before = self.production()
         classes = self._classes(target)
         samples = held_out_samples(self.smoke_data, self.config.local.smoke_images, classes)
-        outcome = endpoints.deploy(
+        outcome = rollout.deploy(
             self.aws,
             project=self.project,
             package_arn=package.arn,

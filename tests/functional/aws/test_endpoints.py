@@ -12,7 +12,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
-from infra.aws import endpoints
+from infra.aws import endpoints, rollout
 from infra.aws.errors import AwsError
 from infra.aws.plan import DryRunExecutor, LiveExecutor
 from infra.aws.session import Aws
@@ -167,7 +167,7 @@ def stubs(aws: Aws):
     runtime.assert_no_pending_responses()
 
 
-def run_deploy(aws: Aws, executor: Any = None, **overrides: Any) -> tuple[endpoints.DeployOutcome, list[str]]:
+def run_deploy(aws: Aws, executor: Any = None, **overrides: Any) -> tuple[rollout.DeployOutcome, list[str]]:
     events: list[str] = []
     args: dict[str, Any] = {
         "project": "demo",
@@ -183,7 +183,7 @@ def run_deploy(aws: Aws, executor: Any = None, **overrides: Any) -> tuple[endpoi
         "now": NOW,
     }
     args.update(overrides)
-    return endpoints.deploy(aws, **args), events
+    return rollout.deploy(aws, **args), events
 
 
 # names and request builders

@@ -24,16 +24,14 @@ from infra.aws.plan import DryRunExecutor, LiveExecutor
 from infra.aws.session import Aws, tags
 from infra.aws.training import (
     CHECKPOINT_LOCAL_PATH,
-    LOG_GROUP,
     JobSpec,
     describe,
     list_jobs,
-    log_lines,
     start,
     stop,
     training_job_call,
-    wait,
 )
+from infra.aws.watch import LOG_GROUP, log_lines, wait
 from infra.errors import UsageError
 from tests.functional.aws.conftest import REGION, ROLE, SECRET, FakeSleep, settings
 from train.metrics import sagemaker_metric_definitions
