@@ -5,10 +5,13 @@ errors     AWS error codes -> the project's exceptions, with the fix in the mess
 plan       requests as data (`Call`), executed live or printed by a dry run
 storage    S3: datasets under content-addressed prefixes, artifacts
 images     ECR + the docker SDK: build, tag with the git SHA, push, digest
-training   CreateTrainingJob (spot, checkpoints, metric definitions), wait + logs, cost
+training   CreateTrainingJob (spot, checkpoints, metric definitions), describe, cost
+watch      waiting on a job: status transitions, CloudWatch log streaming, stop on Ctrl-C
 tuning     Bayesian hyperparameter tuning
 registry   SageMaker Model Registry
-endpoints  blue/green deploys with auto-rollback alarms, silent-rollback detection, autoscaling
+endpoints  endpoint requests: model, config, alarms, DeploymentConfig, autoscaling, invoke, delete
+rollout    one deploy: create or blue/green update, wait, silent-rollback detection, smoke test
 cleanup    what the project owns, what is idle or orphaned
 costs      instance prices, job and endpoint cost
+platform   AwsPlatform: the pipeline's platform protocol, composed from the modules above
 """
