@@ -361,11 +361,21 @@ def cmd_endpoint(ctx: Context) -> int:
             f"v{status.version} at {status.url}: {status.detail} (pid {status.pid}, log {status.log})"
         )
         return 0 if status.healthy else 1
+    if action == "delete":
+        from infra.aws import endpoints
+
+        if endpoints.describe(platform.aws, platform.endpoint) is None:
+            console.print(f"endpoint {platform.endpoint} does not exist; nothing to delete")
+            return 0
+        endpoints.delete(platform.aws, platform.endpoint, platform.executor)
+        console.print(
+            f"{'would delete' if ctx.dry_run else 'deleted'} endpoint {platform.endpoint} "
+            "(models and endpoint configs stay for `mlops cleanup`; rollback can recreate it)"
+        )
+        return 0
     if action == "stop":
         if not ctx.local:
-            raise UsageError(
-                "`endpoint stop` stops the local endpoint; on AWS use `mlops cleanup` to delete endpoints"
-            )
+            raise UsageError("`endpoint stop` stops the local endpoint; on AWS use `mlops endpoint delete`")
         stopped = platform.stop_endpoint()
         console.print(
             f"stopped the local endpoint (v{stopped})" if stopped else "no local endpoint was running"
@@ -563,6 +573,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     _local_flag(inv)
     stp = esub.add_parser("stop", help="stop the endpoint's server process")
     _local_flag(stp)
+    dele = esub.add_parser(
+        "delete", help="delete the SageMaker endpoint, its autoscaling target and alarms (AWS)"
+    )
+    _dry_run_flag(dele)
     ep.set_defaults(handler=cmd_endpoint)
 
     pipe = sub.add_parser("pipeline", help="data -> train -> evaluate -> register -> deploy -> verify")

@@ -222,6 +222,16 @@ def test_documented_aws_commands_run_against_a_moto_server(moto_env):
     cleanup = mlops(env, "cleanup")
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
 
+    planned = mlops(env, "endpoint", "delete", "--dry-run")
+    assert planned.returncode == 0 and "sagemaker.DeleteEndpoint" in planned.stdout
+    assert (
+        client("sagemaker").describe_endpoint(EndpointName="demo-endpoint")["EndpointStatus"] == "InService"
+    )
+    deleted = mlops(env, "endpoint", "delete")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    gone = mlops(env, "endpoint", "status")
+    assert gone.returncode == 1 and "does not exist" in gone.stdout
+
 
 def test_pipeline_dry_run_prints_the_whole_plan(moto_env):
     result = mlops(moto_env["env"], "pipeline", "--dry-run", "--data", str(moto_env["data"]))
