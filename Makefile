@@ -39,8 +39,8 @@ lint: $(STAMP) ## ruff, ruff format, mypy; hadolint, workflow schema + zizmor, s
 	$(BIN)/zizmor --offline .github/workflows
 	$(BIN)/shellcheck .ci/run scripts/*.sh
 
-bench: $(STAMP) ## speed and memory benchmarks
-	@echo "no benchmarks yet"
+bench: $(STAMP) ## speed benchmarks: data decoding, training throughput, serving latency (figures and ratios)
+	$(BIN)/python tests/benchmarks/run.py
 
 stop: $(STAMP) ## stop the local endpoint started by `make demo`
 	$(BIN)/mlops endpoint stop --local
