@@ -249,16 +249,20 @@ def cmd_train(ctx: Context) -> int:
 
 def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any]:
     from infra import gate
+    from infra.champion import champion_metrics
 
     result = platform.job(job)
     if result.status != "Completed":
         raise UsageError(f"job {job} did not complete: {result.failure_reason}")
     production = platform.production()
+    compare: dict[str, float] | None = None
+    notes: list[str] = []
+    if production is not None:
+        data = platform.job_data(job) if ctx.local else None
+        data = data or (Path(ctx.args.data) if getattr(ctx.args, "data", None) else ctx.default_data())
+        compare, notes = champion_metrics(platform, production, result, data)
     decision = gate.evaluate(
-        result.metrics,
-        ctx.config.gate,
-        production.metrics if production else None,
-        production.label if production else None,
+        result.metrics, ctx.config.gate, compare, production.label if production else None, notes
     )
     return result, decision
 
@@ -535,12 +539,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     ev = sub.add_parser("evaluate", help="check a finished job against the gate and production")
     _local_flag(ev)
     ev.add_argument("--job", help="training job name (default: the latest)")
+    ev.add_argument("--data", help="dataset whose test/ split scores production when its test set differs")
     ev.add_argument("--json", action="store_true", help="also print the decision as JSON")
     ev.set_defaults(handler=cmd_evaluate)
 
     reg = sub.add_parser("register", help="register a job's model (Approved or Rejected by the gate)")
     _local_flag(reg)
     reg.add_argument("--job", help="training job name (default: the latest)")
+    reg.add_argument("--data", help="dataset whose test/ split scores production when its test set differs")
     _dry_run_flag(reg)
     reg.set_defaults(handler=cmd_register)
 

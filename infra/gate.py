@@ -7,7 +7,7 @@ reasons a reviewer can read in the job summary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ class Decision:
     checks: list[Check]
     production_version: str | None
     reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how production was measured, when that needs saying
 
     @property
     def summary(self) -> str:
@@ -85,7 +86,10 @@ def evaluate(
     gate: GateConfig,
     production: Mapping[str, float] | None = None,
     production_version: str | None = None,
+    notes: Sequence[str] = (),
 ) -> Decision:
+    """`production` None with a `production_version` means a model serves but cannot be compared
+    like for like (the caller says why in `notes`): thresholds alone decide."""
     checks = [_threshold(m, ">=", t, candidate) for m, t in gate.min.items()]
     checks += [_threshold(m, "<=", t, candidate) for m, t in gate.max.items()]
     if production is not None:
@@ -94,6 +98,11 @@ def evaluate(
     passed = not failed
     if failed:
         reasons = ["rejected: " + "; ".join(c.describe() for c in failed)]
+    elif production is None and production_version is not None:
+        reasons = [
+            f"promote: meets all {len(checks)} thresholds of gate v{gate.version}; "
+            f"not compared with production {production_version} (see below)"
+        ]
     elif production is None:
         reasons = [
             f"promote: meets all {len(checks)} thresholds of gate v{gate.version}; no model in production yet"
@@ -103,7 +112,6 @@ def evaluate(
             f"promote: meets all thresholds of gate v{gate.version} and does not regress against "
             f"production {production_version} beyond the tolerance of {gate.tolerance}"
         ]
+    reasons += list(notes)
     reasons += [c.describe() for c in checks]
-    return Decision(
-        passed, gate.version, checks, production_version if production is not None else None, reasons
-    )
+    return Decision(passed, gate.version, checks, production_version, reasons, list(notes))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from artifact.manifest import load_manifest
 from infra import gate
+from infra.champion import Evaluator, champion_metrics, evaluate_in_subprocess
 from infra.errors import MlopsError
 from infra.platform import DeployResult, LineSink, ModelVersion, Platform, TrainingResult, TrainingSpec
 from infra.settings import Config
@@ -68,6 +69,7 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
     on_line: LineSink,
     observer: StageObserver,
     ensure_data: Callable[[], str],
+    evaluate_model: Evaluator = evaluate_in_subprocess,
 ) -> PipelineReport:
     report = PipelineReport()
 
@@ -103,11 +105,14 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
         assert report.training is not None
         production = platform.production()
         report.production_before = production
+        compare: dict[str, float] | None = None
+        notes: list[str] = []
+        if production is not None:
+            compare, notes = champion_metrics(
+                platform, production, report.training, spec.data, evaluate_model
+            )
         report.decision = gate.evaluate(
-            report.training.metrics,
-            config.gate,
-            production.metrics if production else None,
-            production.label if production else None,
+            report.training.metrics, config.gate, compare, production.label if production else None, notes
         )
         return OK, report.decision.summary
 

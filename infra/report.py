@@ -81,6 +81,8 @@ def print_report(report: PipelineReport, console: Console) -> None:
         for row in _gate_rows(report):
             table.add_row(*row[:-1], f"[{'green' if row[-1] == 'pass' else 'bold red'}]{row[-1]}[/]")
         console.print(table)
+    for note in report.decision.notes if report.decision else []:
+        console.print(f"[bold]note:[/]     {note}")
     console.print(f"[bold]decision:[/] {report.decision.summary if report.decision else 'none'}")
     console.print(
         "[bold]version:[/]  "
@@ -108,6 +110,7 @@ def markdown(report: PipelineReport) -> str:
             "|---|---|---|---|---|---|",
         ]
         lines += ["| " + " | ".join(row) + " |" for row in _gate_rows(report)]
+        lines += [f"\n> {note}" for note in report.decision.notes]
     lines += [
         "",
         f"**Decision:** {report.decision.summary if report.decision else 'none'}",

@@ -18,6 +18,7 @@ def make_model_artifact(
     input_size: int = 32,
     metrics: dict[str, float] | None = None,
     seed: int = 0,
+    test_fingerprint: str | None = None,
 ) -> Manifest:
     """A real, loadable model artifact with random weights (what `train` would write, minus training)."""
     import torch
@@ -39,6 +40,7 @@ def make_model_artifact(
         metrics=dict(metrics or {"test_accuracy": 0.9, "test_loss": 0.3}),
         config={"arch": architecture},
         code_version="test",
+        dataset={"test": {"images": 10, "fingerprint": test_fingerprint}} if test_fingerprint else None,
     )
     return write_manifest(model_dir, manifest)
 

@@ -271,6 +271,10 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["evaluate"]:  # score an artifact with the same code (the gate's champion re-evaluation)
+        from train.evaluate import main as evaluate_main
+
+        return evaluate_main(args[1:])
     if args[:1] == ["train"]:  # SageMaker starts the container as `<entrypoint> train`
         args = args[1:]
     _parser().parse_args(args)

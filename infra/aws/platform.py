@@ -240,6 +240,14 @@ class AwsPlatform:
     def versions(self) -> list[ModelVersion]:
         return [self._version(p) for p in registry.list_versions(self.aws, self.group)]
 
+    def model_dir(self, version: ModelVersion) -> Path:
+        """A registered version's model, downloaded (once) from its ModelDataUrl."""
+        target = self.cache / "versions" / f"v{version.version}"
+        if not (target / "manifest.json").is_file():
+            package = registry.get_version(self.aws, self.group, version.version)
+            storage.download_model(self.aws, package.model_data_uri, target)
+        return target
+
     def production(self) -> ModelVersion | None:
         state = endpoints.describe(self.aws, self.endpoint)
         if state is None or not state.package_arn:

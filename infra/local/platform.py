@@ -66,6 +66,9 @@ class LocalPlatform:
     def production(self) -> ModelVersion | None:
         return self.registry.production()
 
+    def model_dir(self, version: ModelVersion) -> Path:
+        return version.model_dir
+
     # endpoint
     def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:
         target = self.registry.get(version)

@@ -72,6 +72,32 @@ def test_training_job_writes_a_verified_artifact_metrics_and_an_offline_wandb_ru
     assert (base / "checkpoints" / "last.pt").is_file()
     assert not (base / "output" / "failure").exists()
 
+    # The gate's champion re-evaluation uses the same code: it reproduces the job's own test metrics.
+    out = base / "re-evaluation.json"
+    scored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "evaluate",
+            "--model-dir",
+            str(base / "model"),
+            "--data",
+            str(dataset / "test"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert scored.returncode == 0, scored.stderr
+    again = json.loads(out.read_text())
+    assert again["images"] == 30 and again["fingerprint"] == manifest.dataset["test"]["fingerprint"]
+    for key in ("test_accuracy", "test_loss", "test_min_class_accuracy"):
+        assert abs(again["metrics"][key] - manifest.metrics[key]) < 1e-4, key
+
 
 @pytest.mark.parametrize(
     ("hyperparameters", "expected"),

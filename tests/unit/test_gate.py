@@ -63,3 +63,9 @@ def test_production_without_a_compared_metric_is_not_held_against_the_candidate(
 def test_decision_serialises_for_the_registry():
     data = evaluate(GOOD, GATE).to_dict()
     assert data["passed"] is True and data["summary"].startswith("promote") and len(data["checks"]) == 2
+
+
+def test_a_production_model_that_cannot_be_compared_leaves_the_thresholds_to_decide():
+    decision = evaluate(GOOD, GATE, None, "v4", notes=["production v4 predicts other classes"])
+    assert decision.passed and "not compared with production v4" in decision.summary
+    assert decision.reasons[1] == "production v4 predicts other classes"

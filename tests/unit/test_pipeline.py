@@ -45,8 +45,8 @@ class FakePlatform:
         self.tmp, self.metrics, self.status = tmp, metrics, status
         self._production, self.deploy_ok, self.invoke_status = production, deploy_ok, invoke_status
         self.calls: list[tuple[str, Any]] = []
-        self.model_dir = tmp / "model"
-        make_model_artifact(self.model_dir, classes=CLASSES)
+        self.candidate_dir = tmp / "model"
+        make_model_artifact(self.candidate_dir, classes=CLASSES, test_fingerprint="sha256:new-test-set")
 
     def train(self, spec: TrainingSpec, on_line: Any) -> TrainingResult:
         self.calls.append(("train", spec.job_name))
@@ -55,7 +55,7 @@ class FakePlatform:
         return TrainingResult(
             spec.job_name,
             self.status,
-            self.model_dir if ok else None,
+            self.candidate_dir if ok else None,
             self.metrics,
             1.0,
             failure_reason=None if ok else "AlgorithmError: boom",
@@ -64,13 +64,16 @@ class FakePlatform:
     def register(self, result: TrainingResult, decision: dict[str, Any]) -> ModelVersion:
         status = "Approved" if decision["passed"] else "Rejected"
         self.calls.append(("register", status))
-        return ModelVersion(2, status, result.metrics, self.model_dir, "now", result.job_name, "sha")
+        return ModelVersion(2, status, result.metrics, self.candidate_dir, "now", result.job_name, "sha")
 
     def versions(self) -> list[ModelVersion]:
         return []
 
     def production(self) -> ModelVersion | None:
         return self._production
+
+    def model_dir(self, version: ModelVersion) -> Path:
+        return version.model_dir
 
     def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:
         self.calls.append((action, version))
@@ -120,11 +123,21 @@ def data(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def run(platform: FakePlatform, data: Path) -> tuple[Any, Observer]:
+def run(platform: FakePlatform, data: Path, evaluate_model: Any = None) -> tuple[Any, Observer]:
     observer = Observer()
     spec = TrainingSpec("job-1", {}, data, "sha")
+
+    def must_not_evaluate(model_dir: Path, split: Path) -> dict[str, Any]:
+        raise AssertionError(f"unexpected re-evaluation of {model_dir}")
+
     report = run_pipeline(
-        platform, CONFIG, spec, on_line=lambda _line: None, observer=observer, ensure_data=lambda: "ready"
+        platform,
+        CONFIG,
+        spec,
+        on_line=lambda _line: None,
+        observer=observer,
+        ensure_data=lambda: "ready",
+        evaluate_model=evaluate_model or must_not_evaluate,
     )
     return report, observer
 
@@ -170,3 +183,45 @@ def test_a_failed_verification_rolls_back_to_the_previous_version(tmp_path, data
     report, _observer = run(platform, data)
     assert platform.calls[-1] == ("rollback", 1)
     assert report.exit_code == 5 and "rolled back to v1" in report.stages[-1].detail
+
+
+def champion(tmp_path: Path, *, fingerprint: str, classes=CLASSES, recorded: float = 0.99) -> ModelVersion:
+    model_dir = tmp_path / "champion"
+    make_model_artifact(model_dir, classes=classes, test_fingerprint=fingerprint)
+    return ModelVersion(1, "Approved", {"test_accuracy": recorded}, model_dir, "then", "job-0", "sha0")
+
+
+def test_production_scored_on_the_same_test_set_is_compared_by_its_recorded_metrics(tmp_path, data):
+    production = champion(tmp_path, fingerprint="sha256:new-test-set", recorded=0.99)
+    platform = FakePlatform(tmp_path, metrics={"test_accuracy": 0.95}, production=production)
+    report, _observer = run(platform, data)  # the evaluator would fail the test if called
+    assert not report.decision.passed and "vs production 0.9900" in report.decision.summary
+
+
+def test_production_from_another_test_set_is_re_evaluated_on_the_candidates(tmp_path, data):
+    production = champion(tmp_path, fingerprint="sha256:old-test-set", recorded=0.99)
+    platform = FakePlatform(tmp_path, metrics={"test_accuracy": 0.95}, production=production)
+    calls = []
+
+    def evaluate(model_dir: Path, split: Path) -> dict[str, Any]:
+        calls.append((model_dir, split))
+        return {"metrics": {"test_accuracy": 0.90, "test_loss": 0.4}, "images": 6}
+
+    report, _observer = run(platform, data, evaluate)
+    assert calls == [(production.model_dir, data / "test")]
+    assert report.decision.passed  # 0.95 against a re-measured 0.90, not the 0.99 of another test set
+    assert report.decision.notes == [
+        "production v1 re-evaluated on the candidate's test set (6 images): "
+        "its recorded metrics came from a different test set"
+    ]
+    regression = next(c for c in report.decision.checks if c.kind == "regression")
+    assert regression.production == 0.90
+
+
+def test_production_with_other_classes_is_not_compared_and_the_gate_says_so(tmp_path, data):
+    production = champion(tmp_path, fingerprint="sha256:old", classes=("cat", "dog"), recorded=0.99)
+    platform = FakePlatform(tmp_path, metrics={"test_accuracy": 0.95}, production=production)
+    report, _observer = run(platform, data)
+    assert report.decision.passed and "not compared with production v1" in report.decision.summary
+    assert any("predicts other classes (2 vs 3)" in r for r in report.decision.reasons)
+    assert not [c for c in report.decision.checks if c.kind == "regression"]
