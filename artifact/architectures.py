@@ -6,6 +6,9 @@ from torch import nn
 from torchvision.models import resnet18
 
 ARCHITECTURES = ("resnet18", "smallcnn")
+# Bump an architecture's revision whenever its layers change: weights of one revision do not load into
+# another, and the manifest's revision lets serving say so instead of failing on tensor names.
+REVISIONS = {"resnet18": 1, "smallcnn": 2}
 
 
 def _cifar_resnet18(num_classes: int) -> nn.Module:
@@ -39,7 +42,14 @@ def _small_cnn(num_classes: int) -> nn.Module:
     )
 
 
-def build(architecture: str, num_classes: int) -> nn.Module:
+def build(architecture: str, num_classes: int, revision: int | None = None) -> nn.Module:
+    """The named architecture; `revision` (from a manifest) must match the one this code builds."""
+    current = REVISIONS.get(architecture)
+    if revision is not None and current is not None and revision != current:
+        raise ValueError(
+            f"the weights were trained with {architecture} revision {revision}, but this code builds "
+            f"revision {current}: serve them with the image of the code version that trained them, or retrain"
+        )
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
     if architecture == "resnet18":

@@ -43,6 +43,7 @@ class Manifest:
     created_at: str = ""
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    architecture_revision: int | None = None  # None: written before revisions were recorded
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -51,7 +51,7 @@ class Predictor:
             )
         _check_manifest(manifest)
         try:
-            model = build(manifest.architecture, len(manifest.classes))
+            model = build(manifest.architecture, len(manifest.classes), manifest.architecture_revision)
         except ValueError as exc:
             raise ArtifactError(f"cannot build the model in {model_dir}: {exc}") from exc
         weights = model_dir / manifest.weights
@@ -60,7 +60,15 @@ class Predictor:
         except (SafetensorError, RuntimeError, OSError) as exc:
             # RuntimeError is load_state_dict's way of naming missing, unexpected or misshapen tensors.
             detail = " ".join(str(exc).split())[:500] or type(exc).__name__
-            raise ArtifactError(f"cannot load {weights} into {manifest.architecture}: {detail}") from exc
+            hint = (
+                "; the artifact records no architecture revision, so it may predate a change of the "
+                "architecture: retrain it"
+                if manifest.architecture_revision is None
+                else ""
+            )
+            raise ArtifactError(
+                f"cannot load {weights} into {manifest.architecture}: {detail}{hint}"
+            ) from exc
         model.eval()
         predictor = cls(manifest, model)
         predictor.warm_up()

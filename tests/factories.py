@@ -24,7 +24,7 @@ def make_model_artifact(
     import torch
     from safetensors.torch import save_file
 
-    from artifact.architectures import build
+    from artifact.architectures import REVISIONS, build
 
     torch.manual_seed(seed)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +40,7 @@ def make_model_artifact(
         metrics=dict(metrics or {"test_accuracy": 0.9, "test_loss": 0.3}),
         config={"arch": architecture},
         code_version="test",
+        architecture_revision=REVISIONS[architecture],
         dataset={"test": {"images": 10, "fingerprint": test_fingerprint}} if test_fingerprint else None,
     )
     return write_manifest(model_dir, manifest)

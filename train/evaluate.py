@@ -24,13 +24,16 @@ def evaluate_artifact(model_dir: Path, split: Path, *, batch_size: int = 256) ->
     from safetensors.torch import load_file
 
     from artifact.architectures import build
-    from artifact.manifest import verify
+    from artifact.manifest import ArtifactError, verify
     from train import engine
     from train.data import batches, load_channel
 
     manifest = verify(model_dir)
     data = load_channel(split, manifest.input_size, list(manifest.classes), name=split.name)
-    model = build(manifest.architecture, len(manifest.classes))
+    try:
+        model = build(manifest.architecture, len(manifest.classes), manifest.architecture_revision)
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from exc
     model.load_state_dict(load_file(str(model_dir / manifest.weights)), strict=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

@@ -97,7 +97,7 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
     from safetensors.torch import save_file
     from torch import nn
 
-    from artifact.architectures import build
+    from artifact.architectures import REVISIONS, build
     from artifact.manifest import Manifest, write_manifest
     from train import checkpoint, engine
     from train.data import batches, channel_stats, load_channel
@@ -246,6 +246,7 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
         manifest = Manifest(
             task=config.task,
             architecture=config.arch,
+            architecture_revision=REVISIONS[config.arch],
             classes=classes,
             input_size=config.image_size,
             mean=mean,

@@ -53,3 +53,14 @@ def test_newer_format_is_refused_with_an_upgrade_hint(tmp_path):
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="upgrade the serving image"):
         load_manifest(tmp_path / "m")
+
+
+def test_weights_of_another_architecture_revision_are_refused_with_an_explanation(tmp_path):
+    from serve.predictor import Predictor
+
+    manifest = make_model_artifact(tmp_path / "m")
+    data = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    data["architecture_revision"] = manifest.architecture_revision - 1
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"smallcnn revision 1, but this code builds revision 2"):
+        Predictor.load(tmp_path / "m")
