@@ -248,27 +248,17 @@ def unused_endpoint_configs(
     for endpoint in endpoints:
         in_use.add(endpoint.get("EndpointConfigName"))
         in_use.add(endpoint.get("PendingDeploymentSummary", {}).get("EndpointConfigName"))
-    findings = []
-    for cfg in configs:
-        name = cfg["EndpointConfigName"]
-        if name in in_use or not who.owns(cfg["EndpointConfigArn"], name):
-            continue
-        if now - _utc(cfg["CreationTime"]) < ORPHAN_GRACE:
-            continue
-        findings.append(
-            Finding(
-                kind="endpoint-config",
-                name=name,
-                reason=who.explain("not used by any endpoint"),
-                action=Call(
-                    "sagemaker",
-                    "DeleteEndpointConfig",
-                    {"EndpointConfigName": name},
-                    why=f"delete unused endpoint config {name}",
-                ),
-            )
-        )
-    return findings
+    return _unreferenced(
+        configs,
+        in_use,
+        kind="endpoint-config",
+        key="EndpointConfig",
+        who=who,
+        now=now,
+        reason="not used by any endpoint",
+        operation="DeleteEndpointConfig",
+        verb="delete unused endpoint config",
+    )
 
 
 def orphaned_models(
@@ -285,26 +275,42 @@ def orphaned_models(
         for cfg in configs
         for variant in (*cfg.get("ProductionVariants", []), *cfg.get("ShadowProductionVariants", []))
     }
+    return _unreferenced(
+        models,
+        referenced,
+        kind="model",
+        key="Model",
+        who=who,
+        now=now,
+        reason="not referenced by any endpoint config",
+        operation="DeleteModel",
+        verb="delete orphaned model",
+    )
+
+
+def _unreferenced(
+    items: Iterable[Mapping[str, Any]],
+    used: set[Any],
+    *,
+    kind: str,
+    key: str,
+    who: Ownership,
+    now: datetime,
+    reason: str,
+    operation: str,
+    verb: str,
+) -> list[Finding]:
+    """The project's items (named `<key>Name`, `<key>Arn`) that nothing uses, older than the grace period
+    (a deploy in progress creates model, then config, then endpoint: never race it)."""
     findings = []
-    for model in models:
-        name = model["ModelName"]
-        if name in referenced or not who.owns(model["ModelArn"], name):
+    for item in items:
+        name = item[f"{key}Name"]
+        if name in used or not who.owns(item[f"{key}Arn"], name):
             continue
-        if now - _utc(model["CreationTime"]) < ORPHAN_GRACE:
+        if now - _utc(item["CreationTime"]) < ORPHAN_GRACE:
             continue
-        findings.append(
-            Finding(
-                kind="model",
-                name=name,
-                reason=who.explain("not referenced by any endpoint config"),
-                action=Call(
-                    "sagemaker",
-                    "DeleteModel",
-                    {"ModelName": name},
-                    why=f"delete orphaned model {name}",
-                ),
-            )
-        )
+        call = Call("sagemaker", operation, {f"{key}Name": name}, why=f"{verb} {name}")
+        findings.append(Finding(kind=kind, name=name, reason=who.explain(reason), action=call))
     return findings
 
 
