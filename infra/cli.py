@@ -7,6 +7,7 @@ Every command prints one clear line and exits non-zero on an expected failure (e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -74,6 +75,7 @@ class Context:
     def default_data(self) -> Path:
         return self.home / "data" / self.config.local.dataset
 
+    @functools.cache  # noqa: B019 -- one Context per process: asking git once is enough
     def code_version(self) -> str:
         if self.settings.code_version:
             return self.settings.code_version
@@ -233,7 +235,7 @@ def cmd_train(ctx: Context) -> int:
     if result.status == "Planned":
         return 0
     if result.billing:
-        from infra.cli_aws import billing_line
+        from infra.aws.costs import billing_line
 
         console.print(billing_line(result.billing))
     if result.status != "Completed":

@@ -53,18 +53,6 @@ def aws_platform(ctx: Context) -> AwsPlatform:
     )
 
 
-def billing_line(billing: dict[str, Any]) -> str:
-    from infra.aws.costs import format_cost
-
-    savings = billing.get("spot_savings")
-    return (
-        f"instance {billing.get('instance_count')} x {billing.get('instance_type')}, "
-        f"training {billing.get('training_seconds')} s, billable {billing.get('billable_seconds')} s, "
-        f"spot savings {f'{savings:.0%}' if savings is not None else 'n/a'}, "
-        f"estimated cost {format_cost(billing.get('estimated_cost'))}"
-    )
-
-
 def _can_read(platform: AwsPlatform) -> bool:
     from infra.errors import MlopsError
 
@@ -212,6 +200,7 @@ def cmd_tune(ctx: Context) -> int:
 
 def cmd_jobs(ctx: Context) -> int:
     from infra.aws import training, watch
+    from infra.aws.costs import billing_line
 
     platform = _aws(ctx)
     console = _console()
@@ -233,18 +222,7 @@ def cmd_jobs(ctx: Context) -> int:
             console.print(f"failure: {outcome.failure_reason}")
         console.print("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in outcome.metrics.items()))
         console.print(f"model: {outcome.model_artifact_uri}")
-        console.print(
-            billing_line(
-                {
-                    "instance_type": outcome.instance_type,
-                    "instance_count": outcome.instance_count,
-                    "training_seconds": outcome.training_seconds,
-                    "billable_seconds": outcome.billable_seconds,
-                    "spot_savings": outcome.spot_savings,
-                    "estimated_cost": outcome.estimated_cost,
-                }
-            )
-        )
+        console.print(billing_line(outcome.billing()))
         return 0
     for line in watch.log_lines(platform.aws, ctx.args.job):
         console.print(line, highlight=False, markup=False)

@@ -15,12 +15,6 @@ class UsageError(MlopsError):
     exit_code = 2
 
 
-class NotAvailableError(MlopsError):
-    """A capability this build does not have yet."""
-
-    exit_code = 2
-
-
 class TrainingFailed(MlopsError):
     exit_code = 3
 

@@ -47,20 +47,11 @@ def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, st
 
 
 def _billing_line(report: PipelineReport) -> str | None:
-    billing = report.training.billing if report.training else None
-    if not billing:
+    if report.training is None or not report.training.billing:
         return None
-    from infra.aws.costs import format_cost
+    from infra.aws.costs import billing_line
 
-    savings = billing.get("spot_savings")
-    return (
-        f"job {report.training.job_name if report.training else ''}: "
-        f"{billing.get('instance_count')} x {billing.get('instance_type')}"
-        f"{' spot' if billing.get('spot') else ''}, training {billing.get('training_seconds')} s, "
-        f"billable {billing.get('billable_seconds')} s, spot savings "
-        f"{f'{savings:.0%}' if savings is not None else 'n/a'}, "
-        f"cost {format_cost(billing.get('estimated_cost'))}"
-    )
+    return f"job {report.training.job_name}: {billing_line(report.training.billing)}"
 
 
 def print_report(report: PipelineReport, console: Console) -> None:

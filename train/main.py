@@ -240,9 +240,10 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
         model_dir.mkdir(parents=True, exist_ok=True)
         cpu_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(cpu_state, str(model_dir / "model.safetensors"))
-        (model_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        evaluation_json = json.dumps(evaluation, indent=2) + "\n"
+        (model_dir / "evaluation.json").write_text(evaluation_json)
         paths.output_data.mkdir(parents=True, exist_ok=True)
-        (paths.output_data / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+        (paths.output_data / "evaluation.json").write_text(evaluation_json)
         manifest = Manifest(
             task=config.task,
             architecture=config.arch,

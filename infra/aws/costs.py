@@ -18,6 +18,9 @@ wall-clock seconds of a spot job (a plan, or a job whose billable time is not re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 HOURS_PER_MONTH = 730  # 365 * 24 / 12, the month AWS's own calculators use
 TYPICAL_SPOT_DISCOUNT = 0.70
 
@@ -94,3 +97,15 @@ def format_cost(value: float | None) -> str:
     if 0 < value < 0.005:
         return "<$0.01"
     return f"${value:,.2f}"
+
+
+def billing_line(billing: Mapping[str, Any]) -> str:
+    """One line for a job's billing (TrainingOutcome.billing()): instances, seconds, savings, cost."""
+    savings = billing.get("spot_savings")
+    spot = " spot" if billing.get("spot") else ""
+    return (
+        f"{billing.get('instance_count')} x {billing.get('instance_type')}{spot}, "
+        f"training {billing.get('training_seconds')} s, billable {billing.get('billable_seconds')} s, "
+        f"spot savings {f'{savings:.0%}' if savings is not None else 'n/a'}, "
+        f"estimated cost {format_cost(billing.get('estimated_cost'))}"
+    )

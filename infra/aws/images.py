@@ -89,15 +89,13 @@ def ensure_repositories(
     shows as `<account>` and every repository is planned as missing.
     """
     uris: dict[str, str] = {}
-    account: str | None = None
     for image in IMAGES:
         name = repository_name(project, image)
         uri = _describe_repository(aws, name, dry_run=executor.dry_run)
         if uri is None:
             uri = _create_repository(aws, name, executor, tags)
         if uri is None:  # planned, not created: the URI it will have
-            account = account or _account(aws, dry_run=executor.dry_run)
-            uri = f"{account}.dkr.ecr.{aws.region}.amazonaws.com/{name}"
+            uri = repository_uri(aws, name, dry_run=executor.dry_run)
         uris[image] = uri
     return uris
 
@@ -314,6 +312,11 @@ def _existing_digest(aws: Aws, name: str, tag: str, *, dry_run: bool) -> str | N
         if dry_run:
             return None
         raise
+
+
+def repository_uri(aws: Aws, name: str, *, dry_run: bool = False) -> str:
+    """The URI a repository has (or would have): `<account>.dkr.ecr.<region>.amazonaws.com/<name>`."""
+    return f"{_account(aws, dry_run=dry_run)}.dkr.ecr.{aws.region}.amazonaws.com/{name}"
 
 
 def _account(aws: Aws, *, dry_run: bool) -> str:

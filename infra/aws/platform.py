@@ -20,7 +20,7 @@ from infra.aws import endpoints, images, registry, rollout, storage, training, w
 from infra.aws.errors import NotFound
 from infra.aws.plan import Executor
 from infra.aws.session import Aws, tags
-from infra.errors import MlopsError, UsageError
+from infra.errors import UsageError
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
 from infra.settings import Config
 from infra.smoke import held_out_samples
@@ -88,20 +88,13 @@ class AwsPlatform:
                     f"{name} image: the digest of {repository}:{self.git_sha} is known after publishing; "
                     "the plan shows sha256:000..."
                 )
-                account = self._account()
-                return f"{account}.dkr.ecr.{self.aws.region}.amazonaws.com/{repository}@sha256:{'0' * 64}"
+                uri = images.repository_uri(self.aws, repository, dry_run=True)
+                return f"{uri}@sha256:{'0' * 64}"
             raise UsageError(
                 f"no {name} image tagged {self.git_sha} in ECR repository {repository}; "
                 "run `mlops images publish` first"
             )
-        uris = images.ensure_repositories(self.aws, self.project, self.executor, self.tags())
-        return f"{uris[name]}@{digest}"
-
-    def _account(self) -> str:
-        try:
-            return self.aws.account()
-        except MlopsError:
-            return "<account>"
+        return f"{images.repository_uri(self.aws, repository)}@{digest}"
 
     def upload_data(
         self, local: Path, progress: Callable[[int, int], None] | None = None
@@ -159,15 +152,7 @@ class AwsPlatform:
     def _result(self, outcome: training.TrainingOutcome) -> TrainingResult:
         from artifact.manifest import load_manifest
 
-        billing = {
-            "instance_type": outcome.instance_type,
-            "instance_count": outcome.instance_count,
-            "training_seconds": outcome.training_seconds,
-            "billable_seconds": outcome.billable_seconds,
-            "spot": outcome.spot,
-            "spot_savings": outcome.spot_savings,
-            "estimated_cost": outcome.estimated_cost,
-        }
+        billing = outcome.billing()
         if outcome.status != "Completed" or not outcome.model_artifact_uri:
             reason = outcome.failure_reason or f"ended {outcome.status} ({outcome.secondary_status})"
             return TrainingResult(
@@ -252,7 +237,10 @@ class AwsPlatform:
         state = endpoints.describe(self.aws, self.endpoint)
         if state is None or not state.package_arn:
             return None
-        return next((v for v in self.versions() if v.uri == state.package_arn), None)
+        try:
+            return self._version(registry.describe_version(self.aws, state.package_arn))
+        except NotFound:  # the endpoint serves a package deleted from the registry
+            return None
 
     # endpoint
     def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:

@@ -204,6 +204,11 @@ def get_version(aws: Aws, group: str, version: int) -> PackageVersion:
     raise NotFound(f"model version v{version} is not in the registry group {group} (known: {known})")
 
 
+def describe_version(aws: Aws, arn: str) -> PackageVersion:
+    """One version by its model package ARN (what an endpoint's model points at)."""
+    return _describe(aws, arn)
+
+
 def set_status(aws: Aws, arn: str, status: str, executor: Executor, *, reason: str = "") -> None:
     """Approve, reject or park a version; `reason` becomes its ApprovalDescription."""
     _check_status(status)

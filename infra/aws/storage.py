@@ -29,7 +29,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from artifact.manifest import MANIFEST_NAME, ArtifactError, verify
 from infra.aws.errors import AwsError, NotFound, aws_errors, translate
 from infra.aws.plan import Call, Executor
 from infra.aws.session import Aws
+from infra.concurrency import cancelling_pool
 from infra.datasets.common import SPLITS, fingerprint, read_metadata
 from infra.errors import MlopsError, UsageError
 
@@ -155,7 +156,7 @@ def upload_dataset(
     if progress is not None:
         progress(done, len(files))
     # Progress is reported from this thread as uploads finish, so the callback need not be thread-safe.
-    with _pool(max_workers) as pool:
+    with cancelling_pool(max_workers, "s3-upload") as pool:
         pending: set[Future[None]] = {
             pool.submit(_upload, client, files[key], bucket, key, _SERIAL) for key in todo
         }
@@ -355,18 +356,6 @@ def _boto3_errors(what: str) -> Iterator[None]:
         raise AwsError(f"{what}: {exc}") from exc
     except Boto3Error as exc:  # RetriesExceededError and friends
         raise AwsError(f"{what}: {exc}") from exc
-
-
-@contextmanager
-def _pool(max_workers: int) -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3-upload")
-    try:
-        yield pool
-    except BaseException:
-        # A failed upload or Ctrl-C: drop what has not started; running uploads finish on their own.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 
 
 def _human(size: int) -> str:

@@ -284,6 +284,18 @@ class TrainingOutcome:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def billing(self) -> dict[str, Any]:
+        """What the job cost, as the pipeline summary and `mlops jobs describe` report it."""
+        return {
+            "instance_type": self.instance_type,
+            "instance_count": self.instance_count,
+            "training_seconds": self.training_seconds,
+            "billable_seconds": self.billable_seconds,
+            "spot": self.spot,
+            "spot_savings": self.spot_savings,
+            "estimated_cost": self.estimated_cost,
+        }
+
     def summary(self) -> str:
         """One line for logs and the GitHub job summary."""
 

@@ -19,13 +19,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from infra.concurrency import cancelling_pool
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 METADATA_FILE = "dataset.json"
@@ -199,18 +201,10 @@ def _install(tmp: Path, out: Path, force: bool) -> None:
         old.unlink(missing_ok=True)
 
 
-@contextmanager
-def _pool() -> Iterator[ThreadPoolExecutor]:
+def _pool() -> AbstractContextManager[ThreadPoolExecutor]:
     # zlib and file writes release the GIL for part of each image, and threads share the decoded
     # records without the pickling a process pool would need.
-    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="dataset-write")
-    try:
-        yield pool
-    except BaseException:
-        # On interruption stop queued work now; running chunks finish before the staging dir is removed.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    return cancelling_pool(min(8, os.cpu_count() or 1), "dataset-write")
 
 
 def _write_split(

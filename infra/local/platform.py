@@ -9,7 +9,7 @@ from infra.errors import DeployFailed, UsageError
 from infra.local.endpoint import LocalEndpoint
 from infra.local.files import read_json
 from infra.local.jobs import load_result, prepare_job_dir, run_job
-from infra.local.registry import APPROVED, PENDING, REJECTED, LocalRegistry
+from infra.local.registry import APPROVED, REJECTED, LocalRegistry
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
 from infra.smoke import held_out_samples
 
@@ -54,11 +54,6 @@ class LocalPlatform:
         return self.registry.register(
             result.model_dir, source_job=result.job_name, status=status, gate=decision
         )
-
-    def register_pending(self, result: TrainingResult) -> ModelVersion:
-        if result.model_dir is None:
-            raise UsageError(f"job {result.job_name} has no model to register ({result.failure_reason})")
-        return self.registry.register(result.model_dir, source_job=result.job_name, status=PENDING, gate=None)
 
     def versions(self) -> list[ModelVersion]:
         return self.registry.versions()

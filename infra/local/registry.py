@@ -113,14 +113,6 @@ class LocalRegistry:
                 shutil.rmtree(staging, ignore_errors=True)
         return self._to_version(entry)
 
-    def set_status(self, version: int, status: str) -> None:
-        with locked(self._lock):
-            index = self._read()
-            for entry in index["versions"]:
-                if entry["version"] == version:
-                    entry["status"] = status
-            write_json_atomic(self.index_path, index)
-
     def set_production(self, version: int, action: str) -> None:
         """Record that `version` now serves (after the endpoint switched), and why."""
         with locked(self._lock):
