@@ -3,8 +3,20 @@
     data -> train -> evaluate (gate vs thresholds and production) -> register -> deploy -> verify
 
 Decisions are data: each stage returns a record; the gate's decision travels with the registered
-version. A rejected candidate is registered as Rejected and never deployed. A deploy whose smoke test
-fails leaves the previous version serving. A verification failure after the switch rolls back.
+version. A rejected candidate is registered as Rejected and never deployed. Deploy and verify go through
+`infra.guard`: a candidate that fails either is marked failed in the registry, and production goes back
+to what served before (or, when nothing did, the failed model is taken out of service). Every outcome
+line is built from what happened, and every stage failure ends the run with its reason and an exit code:
+
+    0  promoted, or kept production (the gate rejected the candidate)
+    1  an unexpected error in a stage (the summary names it)
+    2  no data
+    3  training did not complete
+    5  deploy or verification failed; production is safe (the previous version serves, or nothing
+       serves because nothing did before)
+    6  evaluate or register failed (the registry or the production endpoint could not be read or written)
+    7  deploy or verification failed and production is NOT safe: a failed candidate may still serve, or
+       nothing serves although something did: a person must look
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from artifact.manifest import load_manifest
-from infra import gate
+from infra import gate, guard
 from infra.champion import Evaluator, champion_metrics, evaluate_in_subprocess
 from infra.errors import MlopsError
 from infra.platform import DeployResult, LineSink, ModelVersion, Platform, TrainingResult, TrainingSpec
@@ -24,6 +36,7 @@ from infra.settings import Config
 from infra.smoke import held_out_samples, smoke_test
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+EXIT_ERROR, EXIT_NO_DATA, EXIT_TRAINING, EXIT_RECORD = 1, 2, 3, 6
 
 
 @dataclass
@@ -42,6 +55,8 @@ class PipelineReport:
     production_before: ModelVersion | None = None
     version: ModelVersion | None = None
     deploy: DeployResult | None = None
+    guarded: guard.Guarded | None = None
+    recovery: guard.Recovery | None = None  # after a failed deploy or verification
     verify: dict[str, Any] | None = None
     endpoint_url: str | None = None
     outcome: str = ""
@@ -72,6 +87,7 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
     evaluate_model: Evaluator = evaluate_in_subprocess,
 ) -> PipelineReport:
     report = PipelineReport()
+    failure: dict[str, int] = {}  # stage -> exit code when a stage failed in an unexpected way
 
     def stage(name: str, work: Callable[[], tuple[str, str]]) -> bool:
         observer.started(name)
@@ -80,6 +96,9 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
             status, detail = work()
         except MlopsError as exc:
             status, detail = FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 -- any stage failure ends in the summary, not a traceback
+            status, detail = FAILED, f"unexpected {type(exc).__name__}: {exc}"
+            failure[name] = EXIT_ERROR
         record = Stage(name, status, time.monotonic() - tick, detail)
         report.stages.append(record)
         observer.finished(record)
@@ -89,6 +108,15 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
         for name in names:
             report.stages.append(Stage(name, SKIPPED, 0.0, why))
             observer.finished(report.stages[-1])
+
+    def stop(name: str, outcome: str, code: int) -> PipelineReport:
+        """End the run after stage `name` failed: its reason in the outcome, the later stages skipped."""
+        detail = report.stages[-1].detail
+        later = ("data", "train", "evaluate", "register", "deploy", "verify")
+        skip(later[later.index(name) + 1 :], f"{name} failed")
+        report.outcome = f"{outcome}: {detail}" if detail else outcome
+        report.exit_code = failure.get(name, code)
+        return report
 
     def do_data() -> tuple[str, str]:
         return OK, ensure_data()
@@ -101,43 +129,36 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
         acc = result.metrics.get("test_accuracy")
         return OK, f"{result.job_name}" + (f", test_accuracy={acc:.4f}" if acc is not None else "")
 
-    def do_evaluate() -> tuple[str, str]:
-        assert report.training is not None
+    def do_evaluate(training: TrainingResult) -> tuple[str, str]:
         production = platform.production()
         report.production_before = production
         compare: dict[str, float] | None = None
         notes: list[str] = []
         if production is not None:
-            compare, notes = champion_metrics(
-                platform, production, report.training, spec.data, evaluate_model
-            )
+            compare, notes = champion_metrics(platform, production, training, spec.data, evaluate_model)
         report.decision = gate.evaluate(
-            report.training.metrics, config.gate, compare, production.label if production else None, notes
+            training.metrics, config.gate, compare, production.label if production else None, notes
         )
         return OK, report.decision.summary
 
-    def do_register() -> tuple[str, str]:
-        assert report.training is not None and report.decision is not None
-        report.version = platform.register(report.training, report.decision.to_dict())
+    def do_register(training: TrainingResult, decision: gate.Decision) -> tuple[str, str]:
+        report.version = platform.register(training, decision.to_dict())
         return OK, f"{report.version.label} ({report.version.status})"
 
-    def do_deploy() -> tuple[str, str]:
-        assert report.version is not None
-        result = platform.deploy(report.version.version)
-        report.deploy = result
-        report.endpoint_url = result.url
-        if not result.ok:
-            return FAILED, result.message
-        smoke = result.smoke or {}
+    def do_deploy(version: ModelVersion) -> tuple[str, str]:
+        guarded = guard.deploy(platform, version.version)
+        report.guarded, report.deploy, report.recovery = guarded, guarded.result, guarded.recovery
+        report.endpoint_url = guarded.result.url if guarded.result else platform.endpoint_status().url
+        if not guarded.ok:
+            return FAILED, guarded.message
+        smoke = (guarded.result.smoke if guarded.result else None) or {}
         return OK, (
-            f"{result.message}; smoke test {smoke.get('images', 0)} images, "
+            f"{guarded.message}; smoke test {smoke.get('images', 0)} images, "
             f"p50 {smoke.get('p50_ms') or 0:.1f} ms"
         )
 
-    def do_verify() -> tuple[str, str]:
-        assert report.version is not None
-        assert report.training is not None and report.training.model_dir is not None
-        classes = load_manifest(report.training.model_dir).classes
+    def do_verify(version: ModelVersion, training: TrainingResult) -> tuple[str, str]:
+        classes = load_manifest(training.model_dir).classes if training.model_dir else []
         check = _verify(platform, spec.data, config.local.verify_images, classes)
         report.verify = check
         if check["ok"]:
@@ -146,46 +167,64 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
                 f"{check['images']} test images, accuracy {check['accuracy']:.4f}, "
                 f"p50 {check['p50_ms']:.1f} ms",
             )
-        previous = report.deploy.previous_version if report.deploy else None
-        detail = f"verification failed: {'; '.join(check['errors'])}"
-        if previous is not None:
-            rolled = platform.rollback(previous)
-            report.endpoint_url = rolled.url
-            detail += f"; rolled back to v{previous}" if rolled.ok else f"; rollback failed: {rolled.message}"
-        return FAILED, detail
-
-    if not stage("data", do_data):
-        skip(("train", "evaluate", "register", "deploy", "verify"), "no data")
-        report.outcome, report.exit_code = "failed: no data", 2
-        return report
-    if not stage("train", do_train):
-        skip(("evaluate", "register", "deploy", "verify"), "training failed")
-        report.outcome, report.exit_code = "failed: training did not complete", 3
-        return report
-    stage("evaluate", do_evaluate)
-    if not stage("register", do_register):
-        skip(("deploy", "verify"), "registration failed")
-        report.outcome, report.exit_code = "failed: registration", 1
-        return report
-    assert report.decision is not None
-    if not report.decision.passed:
-        skip(("deploy", "verify"), "the gate rejected the candidate")
-        kept = report.production_before.label if report.production_before else "nothing"
-        report.outcome = (
-            f"kept {kept} in production: candidate {report.version.label if report.version else ''} rejected"
+        previous = report.guarded.previous if report.guarded else None
+        report.recovery = guard.recover(
+            platform, version.version, previous=previous, stage="verify", reason="; ".join(check["errors"])
         )
         report.endpoint_url = platform.endpoint_status().url
+        return FAILED, report.recovery.message
+
+    if not stage("data", do_data):
+        return stop("data", "failed: no data", EXIT_NO_DATA)
+    if not stage("train", do_train) or report.training is None:
+        return stop("train", "failed: training did not complete", EXIT_TRAINING)
+    training = report.training
+    if not stage("evaluate", lambda: do_evaluate(training)) or report.decision is None:
+        kept = report.production_before.label if report.production_before else "whatever served"
+        return stop("evaluate", f"failed: evaluate ({kept} is unchanged)", EXIT_RECORD)
+    decision = report.decision
+    if not stage("register", lambda: do_register(training, decision)) or report.version is None:
+        return stop("register", "failed: register (production is unchanged)", EXIT_RECORD)
+    candidate = report.version
+    if not decision.passed:
+        skip(("deploy", "verify"), "the gate rejected the candidate")
+        kept = report.production_before.label if report.production_before else "nothing"
+        report.outcome = f"kept {kept} in production: candidate {candidate.label} rejected"
+        report.endpoint_url = platform.endpoint_status().url
         return report
-    if not stage("deploy", do_deploy):
+    if not stage("deploy", lambda: do_deploy(candidate)):
+        if report.guarded is None:  # refused before anything changed (a UsageError), or an internal error
+            return stop(
+                "deploy", f"deploy of {candidate.label} refused; production is unchanged", guard.DEPLOY_FAILED
+            )
         skip(("verify",), "deploy failed")
-        serving = report.deploy.version if report.deploy else None
-        report.outcome = f"deploy failed; {'v' + str(serving) if serving else 'nothing'} is serving"
-        report.exit_code = 5
+        report.outcome = _failed_outcome("deploy", candidate, report.recovery)
+        report.exit_code = report.guarded.exit_code
         return report
-    if not stage("verify", do_verify):
-        report.outcome, report.exit_code = "verification failed; rolled back", 5
+    if not stage("verify", lambda: do_verify(candidate, training)):
+        report.outcome = _failed_outcome("verification", candidate, report.recovery)
+        report.exit_code = failure.get("verify") or (
+            report.recovery.exit_code if report.recovery else guard.UNSAFE
+        )
         return report
-    assert report.version is not None
     before = report.production_before.label if report.production_before else "none"
-    report.outcome = f"promoted {report.version.label} (previous production: {before})"
+    report.outcome = f"promoted {candidate.label} (previous production: {before})"
     return report
+
+
+def _failed_outcome(what: str, candidate: ModelVersion, recovery: guard.Recovery | None) -> str:
+    """One line from what the recovery found and did, never from what it was meant to do."""
+    if recovery is None:
+        return f"{what} of {candidate.label} failed; what serves now is unknown"
+    serving = recovery.serving
+    now = (
+        "what serves now is unknown"
+        if serving is guard.UNKNOWN
+        else ("nothing is serving" if serving is None else f"v{serving} is serving")
+    )
+    rolled = any(step.startswith("rolled back to") for step in recovery.steps)
+    if not recovery.safe:
+        return f"{what} of {candidate.label} failed; {now}; production needs attention: {recovery.steps[-1]}"
+    if rolled:
+        return f"{what} of {candidate.label} failed; rolled back: {now}"
+    return f"{what} of {candidate.label} failed; {now}"

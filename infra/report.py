@@ -116,7 +116,12 @@ def markdown(report: PipelineReport) -> str:
 
 
 def write_step_summary(report: PipelineReport) -> None:
+    write_markdown(markdown(report))
+
+
+def write_markdown(text: str) -> None:
+    """Append to the GitHub job summary ($GITHUB_STEP_SUMMARY), when running in a workflow."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         with Path(target).open("a") as fh:
-            fh.write(markdown(report))
+            fh.write(text)

@@ -59,8 +59,30 @@ def resource_name(project: str, version: int, now: float | None = None) -> str:
     return _fit(project[: 63 - len(suffix)].rstrip("-") + suffix)
 
 
+# The smoke-test alarm: the rollout publishes failed smoke-test requests sent during the blue/green bake
+# to this metric; the alarm on it is one of the update's AutoRollbackConfiguration alarms, so a
+# candidate that fails its smoke test is rolled back by SageMaker before the old fleet is retired.
+SMOKE_NAMESPACE, SMOKE_METRIC = "MLOps", "SmokeTestFailures"
+
+
 def alarm_names(endpoint: str) -> list[str]:
-    return [f"{endpoint}-5xx", f"{endpoint}-latency"]
+    return [f"{endpoint}-5xx", f"{endpoint}-latency", f"{endpoint}-smoke"]
+
+
+def smoke_failure_call(endpoint: str, failures: int) -> Call:
+    """PutMetricData of failed smoke-test requests: what moves the smoke alarm to ALARM."""
+    params = {
+        "Namespace": SMOKE_NAMESPACE,
+        "MetricData": [
+            {
+                "MetricName": SMOKE_METRIC,
+                "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+                "Value": float(failures),
+                "Unit": "Count",
+            }
+        ],
+    }
+    return Call("cloudwatch", "PutMetricData", params, why="raise the smoke-test alarm: roll the update back")
 
 
 def model_call(
@@ -93,8 +115,8 @@ def endpoint_config_call(
 
 
 def alarm_calls(endpoint: str, alarms: AlarmConfig, *, tags: Tags | None = None) -> list[Call]:
-    """The two alarms an update rolls back on. No data (no traffic) is not a breach."""
-    five_xx, latency = alarm_names(endpoint)
+    """The three alarms an update rolls back on. No data (no traffic) is not a breach."""
+    five_xx, latency, smoke = alarm_names(endpoint)
     dimensions = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}]
     common: dict[str, Any] = {
         "Namespace": "AWS/SageMaker",
@@ -133,9 +155,24 @@ def alarm_calls(endpoint: str, alarms: AlarmConfig, *, tags: Tags | None = None)
         "Threshold": float(alarms.max_model_latency_ms) * 1000.0,
         "ComparisonOperator": "GreaterThanThreshold",
     }
+    failed_smoke = {
+        **{k: v for k, v in common.items() if k != "Dimensions"},
+        "Namespace": SMOKE_NAMESPACE,
+        "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+        "AlarmName": smoke,
+        "AlarmDescription": f"{endpoint}: the deploy's smoke test failed during the blue/green bake; "
+        "rolls the update back",
+        "MetricName": SMOKE_METRIC,
+        "Statistic": "Maximum",
+        "EvaluationPeriods": 1,
+        "DatapointsToAlarm": 1,
+        "Threshold": 1.0,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+    }
     return [
         Call("cloudwatch", "PutMetricAlarm", errors, why="roll back on 5xx errors"),
         Call("cloudwatch", "PutMetricAlarm", slow, why="roll back on model latency"),
+        Call("cloudwatch", "PutMetricAlarm", failed_smoke, why="roll back on a failed smoke test"),
     ]
 
 

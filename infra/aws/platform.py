@@ -4,8 +4,11 @@
               with checkpoints -> wait with status transitions and the CloudWatch log -> download the
               model artifact and read its manifest (the same metrics the local platform reads)
     register  a Model Registry version: serve image by digest, model.tar.gz, metrics, metadata
-    deploy    blue/green UpdateEndpoint with auto-rollback alarms, silent-rollback detection, smoke test
-    rollback  deploy of an earlier Approved version
+    deploy    blue/green UpdateEndpoint with auto-rollback alarms (a smoke test during the bake among
+              them), silent-rollback detection, smoke test; refused without held-out images unless
+              allowed; the production history records what the endpoint serves afterwards
+    mark_failed  Rejected, with the failed stage, time and reason (UpdateModelPackage)
+    take_down    delete the endpoint (a failed first deployment has nothing to go back to)
 
 Every mutation goes through the executor: with a DryRunExecutor the same code prints the requests.
 """
@@ -16,11 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.aws import endpoints, images, registry, rollout, storage, training, watch
+from infra.aws import endpoints, images, production, registry, rollout, storage, training, watch
 from infra.aws.errors import NotFound
 from infra.aws.plan import Executor
 from infra.aws.session import Aws, tags
 from infra.errors import UsageError
+from infra.history import DOWN, ProductionEvent, now_iso
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
 from infra.settings import Config
 from infra.smoke import held_out_samples
@@ -192,6 +196,7 @@ class AwsPlatform:
             code_version=package.metadata.get("git_sha", ""),
             wandb={"id": package.metadata["wandb_run"]} if package.metadata.get("wandb_run") else None,
             uri=package.arn,
+            failure=registry.failure(package),
         )
 
     def register(self, result: TrainingResult, decision: dict[str, Any]) -> ModelVersion:
@@ -243,15 +248,22 @@ class AwsPlatform:
             return None
 
     # endpoint
-    def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:
+    def deploy(self, version: int, *, action: str = "deploy", allow_untested: bool = False) -> DeployResult:
         package = registry.get_version(self.aws, self.group, version)
         target = self._version(package)
         if target.status != APPROVED:
-            raise UsageError(f"v{version} is {target.status}: only Approved versions are deployed")
-        self.aws.settings.require("role_arn")
-        before = self.production()
+            raise UsageError(f"v{version} is {target.state}: only Approved versions are deployed")
+        self.aws.settings.require("role_arn", "bucket")
         classes = self._classes(target)
         samples = held_out_samples(self.smoke_data, self.config.local.smoke_images, classes)
+        if not samples and not allow_untested and not self.executor.dry_run:
+            where = f"{self.smoke_data}/test" if self.smoke_data else "no dataset"
+            raise UsageError(
+                f"no held-out test images for v{version} ({where}), so it cannot be smoke-tested; pass "
+                "--data DIR (a dataset with a test/ split of its classes), or --allow-untested to deploy "
+                "it without a smoke test"
+            )
+        before = self.production()
         outcome = rollout.deploy(
             self.aws,
             project=self.project,
@@ -267,6 +279,8 @@ class AwsPlatform:
             poll_seconds=self.poll_seconds,
         )
         now = self.production() if not self.executor.dry_run else None
+        if outcome.serving_candidate or (now is not None and now.version == version):
+            self._record(version, action, before.version if before else None, outcome.message)
         return DeployResult(
             outcome.ok,
             now.version if now else (version if outcome.ok else None),
@@ -274,7 +288,27 @@ class AwsPlatform:
             outcome.message,
             smoke=outcome.smoke,
             previous_version=before.version if before else None,
+            tested=bool(samples),
         )
+
+    def _record(self, version: int | None, action: str, previous: int | None, reason: str = "") -> None:
+        event = ProductionEvent(version, action, now_iso(), previous, reason[:500])
+        production.record(self.aws, str(self.aws.settings.bucket), self.project, event, self.executor)
+
+    def mark_failed(self, version: int, stage: str, reason: str) -> None:
+        package = registry.get_version(self.aws, self.group, version)
+        self.executor(registry.mark_failed_call(package.arn, stage=stage, reason=reason, at=now_iso()))
+
+    def history(self) -> list[ProductionEvent]:
+        self.aws.settings.require("bucket")
+        return production.events(self.aws, str(self.aws.settings.bucket), self.project)
+
+    def take_down(self, reason: str) -> str:
+        self.aws.settings.require("bucket")
+        current = self.production()
+        endpoints.delete(self.aws, self.endpoint, self.executor)
+        self._record(None, DOWN, current.version if current else None, reason)
+        return f"endpoint {self.endpoint} deleted (its models and configs stay for `mlops cleanup`)"
 
     def _classes(self, target: ModelVersion) -> list[str]:
         """Class names from the version's own model when we hold it (downloaded after training), else
@@ -289,23 +323,6 @@ class AwsPlatform:
                 pass
         test = self.smoke_data / "test" if self.smoke_data else None
         return sorted(p.name for p in test.iterdir() if p.is_dir()) if test and test.is_dir() else []
-
-    def rollback(self, to: int | None = None) -> DeployResult:
-        current = self.production()
-        if to is None:
-            if current is None:
-                raise UsageError(
-                    f"nothing to roll back: endpoint {self.endpoint} serves no registered version"
-                )
-            older = [v for v in self.versions() if v.status == APPROVED and v.version < current.version]
-            if not older:
-                raise UsageError(
-                    f"nothing to roll back to: no Approved version older than v{current.version}"
-                )
-            to = older[-1].version
-        elif current is not None and current.version == to:
-            raise UsageError(f"v{to} is already in production")
-        return self.deploy(to, action="rollback")
 
     def endpoint_status(self) -> EndpointStatus:
         state = endpoints.describe(self.aws, self.endpoint)

@@ -219,6 +219,31 @@ def set_status(aws: Aws, arn: str, status: str, executor: Executor, *, reason: s
     executor(Call("sagemaker", "UpdateModelPackage", params, why=f"mark {arn} {status}"))
 
 
+# A version whose deploy or verification failed carries these properties (and is Rejected, with the reason
+# as its ApprovalDescription): the registry records what happened, not what was hoped.
+FAILED_STAGE, FAILED_AT = "failed_stage", "failed_at"
+
+
+def mark_failed_call(arn: str, *, stage: str, reason: str, at: str) -> Call:
+    """UpdateModelPackage: Rejected, the failed stage and time as metadata, the reason as description."""
+    params: dict[str, Any] = {
+        "ModelPackageArn": arn,
+        "ModelApprovalStatus": REJECTED,
+        "ApprovalDescription": " ".join(f"{stage} failed at {at}: {reason}".split())[:_MAX_DESCRIPTION],
+        "CustomerMetadataProperties": customer_metadata({}, {FAILED_STAGE: stage, FAILED_AT: at}),
+    }
+    return Call("sagemaker", "UpdateModelPackage", params, why=f"mark {arn} Rejected: its {stage} failed")
+
+
+def failure(package: PackageVersion) -> dict[str, str] | None:
+    """{stage, reason, at} of a version marked failed, else None."""
+    stage = package.metadata.get(FAILED_STAGE)
+    if not stage:
+        return None
+    reason = package.approval_description.partition(": ")[2] or package.approval_description
+    return {"stage": stage, "reason": reason, "at": package.metadata.get(FAILED_AT, "")}
+
+
 def _summaries(aws: Aws, group: str) -> list[dict[str, Any]]:
     paginator = aws.client("sagemaker").get_paginator("list_model_packages")
     summaries: list[dict[str, Any]] = []

@@ -4,18 +4,24 @@ Stages of `deploy`:
   1. read the endpoint: DescribeEndpoint -> its endpoint config -> its model -> the registry package
   2. CreateModel (PrimaryContainer.ModelPackageName: the registry version, so lineage is recorded) and
      CreateEndpointConfig, both named `<project>-v<version>-<UTC stamp>`
-  3. PutMetricAlarm x2 (Invocation5XXErrors, ModelLatency): the alarms the rollout is guarded by
+  3. PutMetricAlarm x3 (Invocation5XXErrors, ModelLatency, and our own SmokeTestFailures metric): the
+     alarms the rollout is guarded by
   4. no endpoint yet: CreateEndpoint. Otherwise UpdateEndpoint with a blue/green DeploymentConfig:
      ALL_AT_ONCE on one instance, CANARY on more, a bake period, AutoRollbackConfiguration on the alarms
   5. wait (aws.sleep between DescribeEndpoint polls) while Creating/Updating/RollingBack, reporting each
-     status change
+     status change. When PendingDeploymentSummary shows a variant Baking (traffic is on the green fleet,
+     the blue one still kept), the smoke test runs; when it fails, PutMetricData raises the smoke alarm
+     and SageMaker rolls the update back before the old fleet is retired
   6. judge. InService on the NEW config: deployed. InService on the OLD config: SageMaker rolled back on
      its own, which DescribeEndpoint does not call a failure (no FailureReason, status InService): only
      comparing EndpointConfigName tells, and that is reported as a failure naming the alarm(s) that fired.
      Failed: the FailureReason.
   7. autoscaling (target tracking on invocations per instance) whenever the endpoint ends InService
-  8. smoke test: held-out images through InvokeEndpoint (`infra.smoke.smoke_test`)
-Nothing here rolls back after a failed smoke test: the caller does, by deploying an older package.
+  8. smoke test, unless it already passed during the bake: held-out images through InvokeEndpoint
+     (`infra.smoke.smoke_test`). A first deployment has no bake, so it is tested here, once it serves
+Nothing here rolls back after a smoke test that failed once the new config serves (the bake ended before
+the alarm acted, or a first deployment): the outcome says the candidate serves, and `infra.guard` rolls
+back or takes the endpoint down.
 The requests themselves, and `describe` / `invoke`, are built in `infra.aws.endpoints`.
 """
 
@@ -43,6 +49,7 @@ from infra.aws.endpoints import (
     invoke,
     model_call,
     resource_name,
+    smoke_failure_call,
     update_endpoint_call,
 )
 from infra.aws.errors import aws_errors
@@ -70,6 +77,7 @@ class DeployOutcome:
     previous_config: str | None  # what served before it (None on a first deployment)
     rolled_back: bool = False  # True when the endpoint is back on previous_config
     smoke: dict[str, Any] | None = None
+    serving_candidate: bool = False  # the endpoint ended InService on config_name
 
 
 def deploy(
@@ -163,6 +171,7 @@ def deploy(
     for call in plan:
         executor(call)
     on_event(f"{plan[-1].operation} {endpoint}: v{version} as {name} ({plan[-1].why})")
+    bake = _BakeSmoke(rollout, samples, classes) if rollout.current is not None else None
     answer, timed_out = _wait(
         aws,
         endpoint,
@@ -170,6 +179,7 @@ def deploy(
         timeout_seconds=deadline,
         on_event=on_event,
         old_config=rollout.previous,
+        on_poll=bake,
     )
     if timed_out:
         return rollout.outcome(
@@ -177,7 +187,50 @@ def deploy(
             f"gave up waiting after {deadline:g} s: endpoint {endpoint} is still {answer['EndpointStatus']}; "
             "SageMaker carries on without us, so check it again before deploying anything else",
         )
-    return rollout.judge(answer, scale, samples=samples, classes=classes)
+    return rollout.judge(answer, scale, samples=samples, classes=classes, bake=bake)
+
+
+class _BakeSmoke:
+    """The smoke test during a blue/green bake, once per bake step (a canary has two: the canary share,
+    then all traffic). A failure raises the smoke alarm, and SageMaker rolls the update back."""
+
+    def __init__(self, rollout: _Rollout, samples: list[Sample], classes: list[str]) -> None:
+        self.rollout, self.samples, self.classes = rollout, samples, classes
+        self.tested: set[str] = set()
+        self.result: dict[str, Any] | None = None  # the last bake smoke test
+        self.failed: dict[str, Any] | None = None  # the first one that failed
+
+    def __call__(self, answer: dict[str, Any]) -> None:
+        step = _baking(answer)
+        if step is None or step in self.tested or not self.samples:
+            return
+        self.tested.add(step)
+        rollout = self.rollout
+        rollout.on_event("the green fleet is baking: smoke-testing it while the blue fleet is kept")
+        result = rollout.run_smoke(self.samples, self.classes)
+        self.result = result
+        if result["ok"]:
+            return
+        self.failed = self.failed or result
+        failures = max(1, len(result["errors"]))
+        rollout.on_event(
+            f"smoke test FAILED during the bake ({'; '.join(result['errors']) or 'no answer'}): raising "
+            f"alarm {alarm_names(rollout.endpoint)[-1]} so that SageMaker rolls the update back"
+        )
+        try:
+            rollout.executor(smoke_failure_call(rollout.endpoint, failures))
+        except MlopsError as exc:  # the backstop (infra.guard) still rolls back once the update ends
+            rollout.on_event(f"could not raise the smoke alarm: {exc}")
+
+
+def _baking(answer: dict[str, Any]) -> str | None:
+    """The start of the bake step under way, when the pending deployment shows one."""
+    pending = answer.get("PendingDeploymentSummary") or {}
+    for variant in pending.get("ProductionVariants") or []:
+        for status in variant.get("VariantStatus") or []:
+            if status.get("Status") == "Baking":
+                return str(status.get("StartTime", "")) or "baking"
+    return None
 
 
 @dataclass
@@ -204,24 +257,59 @@ class _Rollout:
         return [delete_call] if self.replacing else []
 
     def outcome(
-        self, ok: bool, message: str, *, rolled_back: bool = False, smoke: dict[str, Any] | None = None
+        self,
+        ok: bool,
+        message: str,
+        *,
+        rolled_back: bool = False,
+        smoke: dict[str, Any] | None = None,
+        serving: bool = False,
     ) -> DeployOutcome:
-        return DeployOutcome(ok, message, self.endpoint, self.name, self.previous, rolled_back, smoke)
+        return DeployOutcome(
+            ok, message, self.endpoint, self.name, self.previous, rolled_back, smoke, serving
+        )
+
+    def run_smoke(self, samples: list[Sample], classes: list[str]) -> dict[str, Any]:
+        # An empty class list means the classes are unknown, not that no label is valid.
+        return smoke_test(
+            lambda body, kind: invoke(self.aws, self.endpoint, body, kind), samples, classes or None
+        )
 
     def judge(
-        self, answer: dict[str, Any], scale: list[Call], *, samples: list[Sample], classes: list[str]
+        self,
+        answer: dict[str, Any],
+        scale: list[Call],
+        *,
+        samples: list[Sample],
+        classes: list[str],
+        bake: _BakeSmoke | None = None,
     ) -> DeployOutcome:
         status, serving = answer["EndpointStatus"], answer.get("EndpointConfigName")
         if status != "InService":
-            first = (
-                "" if self.current else "; this was the first deployment, so there is nothing to roll back to"
-            )
             reason = answer.get("FailureReason") or "no reason given"
-            return self.outcome(False, f"endpoint {self.endpoint} ended {status}: {reason}{first}")
+            return self.outcome(False, f"endpoint {self.endpoint} ended {status}: {reason}")
         scaled = self.autoscale(scale)
+        failed_bake = bake.failed if bake else None
         if serving != self.name:
+            message = self.rolled_back(serving, answer.get("FailureReason"))
+            if failed_bake is not None:
+                message += f"; its smoke test during the bake failed: {_errors(failed_bake)}"
+            return self.outcome(False, message + scaled, rolled_back=True, smoke=failed_bake)
+        if failed_bake is not None:
             return self.outcome(
-                False, self.rolled_back(serving, answer.get("FailureReason")) + scaled, rolled_back=True
+                False,
+                f"v{self.version} serves on {self.endpoint} although it failed its smoke test during "
+                f"the bake ({_errors(failed_bake)}): the update ended before the smoke alarm rolled it "
+                f"back{scaled}",
+                smoke=failed_bake,
+                serving=True,
+            )
+        if bake is not None and bake.result is not None:
+            return self.outcome(
+                True,
+                f"v{self.version} is serving on {self.endpoint}{scaled}",
+                smoke=bake.result,
+                serving=True,
             )
         return self.smoke(samples, classes, scaled)
 
@@ -239,27 +327,24 @@ class _Rollout:
     def smoke(self, samples: list[Sample], classes: list[str], scaled: str) -> DeployOutcome:
         endpoint, version = self.endpoint, self.version
         if not samples:
-            self.on_event("no held-out images: the smoke test is skipped")
+            # Only reached when the caller allowed an untested deploy (AwsPlatform refuses otherwise).
+            self.on_event("no held-out images: the smoke test is skipped, as asked (--allow-untested)")
             return self.outcome(
-                True, f"v{version} is serving on {endpoint}; NOT smoke-tested (no held-out images){scaled}"
+                True,
+                f"v{version} is serving on {endpoint}; NOT smoke-tested (deployed with --allow-untested)"
+                f"{scaled}",
+                serving=True,
             )
-        # An empty class list means the classes are unknown, not that no label is valid.
-        result = smoke_test(
-            lambda body, kind: invoke(self.aws, endpoint, body, kind), samples, classes or None
-        )
+        result = self.run_smoke(samples, classes)
         self.on_event(f"smoke test: {'passed' if result['ok'] else 'FAILED'} on {result['images']} images")
         if result["ok"]:
-            return self.outcome(True, f"v{version} is serving on {endpoint}{scaled}", smoke=result)
-        then = (
-            f"roll back to {self.previous}"
-            if self.previous
-            else "this was the first deployment, so there is nothing to roll back to"
-        )
-        errors = "; ".join(result["errors"]) or "no answer"
+            return self.outcome(
+                True, f"v{version} is serving on {endpoint}{scaled}", smoke=result, serving=True
+            )
         message = (
-            f"v{version} is InService on {endpoint} but failed its smoke test ({errors}); {then}{scaled}"
+            f"v{version} is InService on {endpoint} but failed its smoke test ({_errors(result)}){scaled}"
         )
-        return self.outcome(False, message, smoke=result)
+        return self.outcome(False, message, smoke=result, serving=True)
 
     def rolled_back(self, serving: str | None, reason: str | None) -> str:
         endpoint, version = self.endpoint, self.version
@@ -288,6 +373,10 @@ class _Rollout:
         )
 
 
+def _errors(result: dict[str, Any]) -> str:
+    return "; ".join(result["errors"]) or "no answer"
+
+
 def _wait(
     aws: Aws,
     endpoint: str,
@@ -296,8 +385,10 @@ def _wait(
     timeout_seconds: float,
     on_event: Events,
     old_config: str | None,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Poll DescribeEndpoint until the endpoint settles; (last answer, timed out)."""
+    """Poll DescribeEndpoint until the endpoint settles; (last answer, timed out). `on_poll` sees every
+    answer while the endpoint is in progress (the bake's smoke test)."""
     sagemaker = aws.client("sagemaker")
     waited, last, polls, moved = 0.0, "", 0, False
     while True:
@@ -313,6 +404,8 @@ def _wait(
         stale = old_config is not None and not moved and polls <= STALE_POLLS
         if status not in IN_PROGRESS and not stale:
             return answer, False
+        if on_poll is not None and status in IN_PROGRESS:
+            on_poll(answer)
         if waited >= timeout_seconds:
             return answer, True
         aws.sleep(poll_seconds)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import DeployFailed, UsageError
+from infra.history import DOWN, ProductionEvent
 from infra.local.endpoint import LocalEndpoint
 from infra.local.files import read_json
 from infra.local.jobs import load_result, prepare_job_dir, run_job
@@ -65,17 +66,17 @@ class LocalPlatform:
         return version.model_dir
 
     # endpoint
-    def deploy(self, version: int, *, action: str = "deploy") -> DeployResult:
+    def deploy(self, version: int, *, action: str = "deploy", allow_untested: bool = False) -> DeployResult:
         target = self.registry.get(version)
         if target.status != APPROVED:
-            raise UsageError(f"v{version} is {target.status}: only Approved versions are deployed")
+            raise UsageError(f"v{version} is {target.state}: only Approved versions are deployed")
         manifest = read_json(target.model_dir / "manifest.json", {})
         classes = list(manifest.get("classes", []))
         samples = held_out_samples(self.job_data(target.source_job), self.smoke_images, classes)
-        if not samples:
+        if not samples and not allow_untested:
             raise UsageError(
-                f"no held-out test images found for v{version} (from job {target.source_job}); "
-                "cannot smoke-test it"
+                f"no held-out test images found for v{version} (from job {target.source_job}), so it "
+                "cannot be smoke-tested; pass --allow-untested to deploy it without a smoke test"
             )
         before = self.endpoint.state()
         previous = int(before["version"]) if before else None
@@ -91,23 +92,28 @@ class LocalPlatform:
                 previous_version=previous,
             )
         self.registry.set_production(version, action)
+        untested = "" if samples else " (NOT smoke-tested: deployed with --allow-untested)"
         return DeployResult(
             True,
             version,
             self.endpoint.url(),
-            f"v{version} is serving at {self.endpoint.url()}",
-            smoke=smoke,
+            f"v{version} is serving at {self.endpoint.url()}{untested}",
+            smoke=smoke if samples else None,
             previous_version=previous,
+            tested=bool(samples),
         )
 
-    def rollback(self, to: int | None = None) -> DeployResult:
-        target = to if to is not None else self.registry.previous_production()
-        if target is None:
-            raise UsageError("nothing to roll back to: no earlier production version in the registry")
-        current = self.registry.production()
-        if current is not None and current.version == target:
-            raise UsageError(f"v{target} is already in production")
-        return self.deploy(target, action="rollback")
+    def mark_failed(self, version: int, stage: str, reason: str) -> None:
+        self.registry.mark_failed(version, stage, reason)
+
+    def history(self) -> list[ProductionEvent]:
+        return self.registry.events()
+
+    def take_down(self, reason: str) -> str:
+        stopped = self.endpoint.stop()
+        if self.registry.production() is not None or stopped is not None:
+            self.registry.set_production(None, DOWN, reason)
+        return f"the local endpoint process (v{stopped}) was stopped" if stopped else "no process was running"
 
     def endpoint_status(self) -> EndpointStatus:
         return self.endpoint.status()
@@ -116,4 +122,6 @@ class LocalPlatform:
         return self.endpoint.invoke(body, content_type)
 
     def stop_endpoint(self) -> int | None:
+        """`mlops endpoint stop` frees the port on this machine; the registry's production version (the
+        champion the next candidate is compared with) stays, and the next deploy starts it again."""
         return self.endpoint.stop()

@@ -2,7 +2,8 @@
 
 Layout under `<home>/registry/`:
 
-    registry.json        index: versions, which one is in production, deploy/rollback history
+    registry.json        index: versions (with a `failure` once a deploy or verification failed), which
+                         one is in production, and the production history (`infra.history` events)
     models/v1/ ...       each version's model artifact, copied and verified at registration
 
 Registration copies into a temporary directory, verifies every hash, then renames it into place and
@@ -14,20 +15,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from artifact.manifest import ArtifactError, verify
 from infra.errors import UsageError
+from infra.history import ProductionEvent, now_iso, rollback_target
 from infra.local.files import locked, read_json, write_json_atomic
 from infra.platform import ModelVersion
 
 APPROVED, REJECTED, PENDING = "Approved", "Rejected", "PendingManualApproval"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class LocalRegistry:
@@ -53,6 +50,7 @@ class LocalRegistry:
             wandb=entry.get("wandb"),
             gate=entry.get("gate"),
             files=entry.get("files", {}),
+            failure=entry.get("failure"),
         )
 
     def versions(self) -> list[ModelVersion]:
@@ -96,7 +94,7 @@ class LocalRegistry:
                     "version": number,
                     "status": status,
                     "metrics": manifest.metrics,
-                    "created_at": _now(),
+                    "created_at": now_iso(),
                     "source_job": source_job,
                     "code_version": manifest.code_version,
                     "wandb": manifest.wandb,
@@ -113,26 +111,34 @@ class LocalRegistry:
                 shutil.rmtree(staging, ignore_errors=True)
         return self._to_version(entry)
 
-    def set_production(self, version: int, action: str) -> None:
-        """Record that `version` now serves (after the endpoint switched), and why."""
+    def set_production(self, version: int | None, action: str, reason: str = "") -> None:
+        """Record that `version` now serves (after the endpoint switched), or that nothing does (None)."""
         with locked(self._lock):
             index = self._read()
-            if not any(e["version"] == version for e in index["versions"]):
+            if version is not None and not any(e["version"] == version for e in index["versions"]):
                 raise UsageError(f"model version v{version} is not in the registry")
-            index["history"].append(
-                {"version": version, "previous": index["production"], "action": action, "at": _now()}
-            )
+            event = ProductionEvent(version, action, now_iso(), index["production"], reason)
+            index["history"].append(event.to_dict())
             index["production"] = version
             write_json_atomic(self.index_path, index)
 
+    def mark_failed(self, version: int, stage: str, reason: str) -> ModelVersion:
+        """A version whose deploy or verification failed: Rejected, with what failed, when and why."""
+        with locked(self._lock):
+            index = self._read()
+            entry = next((e for e in index["versions"] if e["version"] == version), None)
+            if entry is None:
+                raise UsageError(f"model version v{version} is not in the registry")
+            entry["status"] = REJECTED
+            entry["failure"] = {"stage": stage, "reason": reason, "at": now_iso()}
+            write_json_atomic(self.index_path, index)
+        return self._to_version(entry)
+
+    def events(self) -> list[ProductionEvent]:
+        return [ProductionEvent.from_dict(e) for e in self._read()["history"]]
+
     def previous_production(self) -> int | None:
-        """The version a rollback returns to: replay the history as a stack where a deploy pushes and a
-        rollback pops back to its target, so repeated rollbacks walk further back, never forth."""
-        stack: list[int] = []
-        for event in self._read()["history"]:
-            version = int(event["version"])
-            if event["action"] == "rollback" and version in stack:
-                del stack[len(stack) - stack[::-1].index(version) :]
-            else:
-                stack.append(version)
-        return stack[-2] if len(stack) >= 2 else None
+        """The version a rollback returns to (`infra.history.rollback_target`): Approved ones only."""
+        index = self._read()
+        approved = {e["version"] for e in index["versions"] if e["status"] == APPROVED}
+        return rollback_target(self.events(), index["production"], approved.__contains__)

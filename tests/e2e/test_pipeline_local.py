@@ -146,8 +146,22 @@ def test_local_pipeline_lifecycle(mlops):
     deploy = mlops("deploy", "--local", "--version", "4")
     assert deploy.returncode == 5, deploy.stdout + deploy.stderr
     assert "failed verification" in deploy.stderr
+    assert "v4 is marked Rejected (deploy failed) in the registry" in deploy.stderr
+    assert "v1 still serves (the candidate does not)" in deploy.stderr
     assert mlops.served_version() == 1 and mlops.registry()["production"] == 1
     mlops.predict(png_bytes())
+    # The registry records it: v4 is never picked by default again, and the history says what served.
+    failed = mlops.registry()["versions"][3]
+    assert failed["status"] == "Rejected" and failed["failure"]["stage"] == "deploy"
+    versions = mlops("versions", "--local")
+    assert "Rejected (deploy failed)" in versions.stdout
+    history = mlops("history", "--local")
+    assert history.returncode == 0, history.stdout + history.stderr
+    rows = [line.split()[1:] for line in history.stdout.splitlines() if line.startswith("│ v")]
+    assert [(row[0], row[-2]) for row in rows] == [("v1", "deploy"), ("v4", "deploy"), ("v1", "rollback")]
+    assert "now (serving)" in history.stdout
+    again = mlops("rollback", "--local")
+    assert again.returncode == 2 and "nothing to roll back to" in again.stderr
 
     # 6. Rejected versions cannot be deployed by hand either.
     refused = mlops("deploy", "--local", "--version", "2")

@@ -277,7 +277,7 @@ def test_alarms_watch_errors_and_latency_in_microseconds(aws):
         executor(call)
 
     alarms = {a["AlarmName"]: a for a in aws.client("cloudwatch").describe_alarms()["MetricAlarms"]}
-    assert set(alarms) == {"demo-endpoint-5xx", "demo-endpoint-latency"}
+    assert set(alarms) == {"demo-endpoint-5xx", "demo-endpoint-latency", "demo-endpoint-smoke"}
     errors, latency = alarms["demo-endpoint-5xx"], alarms["demo-endpoint-latency"]
     dimensions = [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": "AllTraffic"}]
     for alarm in (errors, latency):
@@ -287,6 +287,11 @@ def test_alarms_watch_errors_and_latency_in_microseconds(aws):
     assert (errors["Threshold"], errors["ComparisonOperator"]) == (5.0, "GreaterThanOrEqualToThreshold")
     assert (latency["MetricName"], latency["Statistic"]) == ("ModelLatency", "Average")
     assert (latency["Threshold"], latency["ComparisonOperator"]) == (250_000.0, "GreaterThanThreshold")
+    smoke = alarms["demo-endpoint-smoke"]
+    assert (smoke["Namespace"], smoke["MetricName"]) == ("MLOps", "SmokeTestFailures")
+    assert smoke["Dimensions"] == [{"Name": "EndpointName", "Value": ENDPOINT}]
+    assert (smoke["Threshold"], smoke["ComparisonOperator"]) == (1.0, "GreaterThanOrEqualToThreshold")
+    assert (smoke["Period"], smoke["TreatMissingData"]) == (60, "notBreaching")
 
 
 def test_a_zero_error_budget_alarms_on_the_first_error():
@@ -377,7 +382,11 @@ def test_first_deploy_creates_the_endpoint_and_smoke_tests_it(aws, sleep, stubs)
     assert "endpoint demo-endpoint: Creating" in events and "endpoint demo-endpoint: InService" in events
     assert sleep.calls == [30]
     alarms = aws.client("cloudwatch").describe_alarms()["MetricAlarms"]
-    assert sorted(a["AlarmName"] for a in alarms) == ["demo-endpoint-5xx", "demo-endpoint-latency"]
+    assert sorted(a["AlarmName"] for a in alarms) == [
+        "demo-endpoint-5xx",
+        "demo-endpoint-latency",
+        "demo-endpoint-smoke",
+    ]
     targets = aws.client("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")
     assert [t["MaxCapacity"] for t in targets["ScalableTargets"]] == [2]
 
@@ -447,12 +456,15 @@ def test_an_endpoint_that_fails_reports_the_failure_reason(aws, sleep, stubs):
     outcome, events = run_deploy(aws)
 
     assert not outcome.ok and not outcome.rolled_back
-    assert reason in outcome.message and "nothing to roll back to" in outcome.message
+    assert outcome.message == f"endpoint demo-endpoint ended Failed: {reason}"
+    assert not outcome.serving_candidate
     assert any("Failed" in e and reason in e for e in events)
     assert sleep.calls == [30]
 
 
-def test_a_failed_smoke_test_after_a_good_update_is_a_failure_left_to_the_caller(aws, sleep, stubs):
+def test_a_failed_smoke_test_once_the_new_config_serves_reports_the_candidate_serving(aws, sleep, stubs):
+    """No bake was seen (the update went InService between two polls): the smoke test runs after the
+    switch, and the outcome says the failed candidate serves, for infra.guard to roll back."""
     sagemaker, runtime = stubs
     stub_existing(sagemaker)
     stub_creates(sagemaker)
@@ -463,14 +475,14 @@ def test_a_failed_smoke_test_after_a_good_update_is_a_failure_left_to_the_caller
 
     outcome, _ = run_deploy(aws)
 
-    assert not outcome.ok and not outcome.rolled_back  # deploy reports; the caller rolls back
-    assert "smoke test" in outcome.message and f"roll back to {OLD}" in outcome.message
+    assert not outcome.ok and not outcome.rolled_back and outcome.serving_candidate
+    assert outcome.message.startswith("v2 is InService on demo-endpoint but failed its smoke test (HTTP 500")
     assert outcome.smoke is not None and not outcome.smoke["ok"]
     assert outcome.smoke["errors"][0].startswith("HTTP 500: ModelError: internal error during inference")
     assert sleep.calls == [30]
 
 
-def test_a_failed_smoke_test_on_a_first_deploy_has_nothing_to_roll_back_to(aws, stubs):
+def test_a_failed_smoke_test_on_a_first_deploy_reports_the_candidate_serving(aws, stubs):
     sagemaker, runtime = stubs
     stub_missing(sagemaker)
     stub_creates(sagemaker)
@@ -481,8 +493,89 @@ def test_a_failed_smoke_test_on_a_first_deploy_has_nothing_to_roll_back_to(aws, 
 
     outcome, _ = run_deploy(aws)
 
-    assert not outcome.ok and "nothing to roll back to" in outcome.message
-    assert "unknown label 'hexagon'" in outcome.message
+    assert not outcome.ok and outcome.serving_candidate and outcome.previous_config is None
+    assert (
+        outcome.message
+        == "v2 is InService on demo-endpoint but failed its smoke test (unknown label 'hexagon')"
+    )
+
+
+def baking(config_name: str = OLD) -> dict[str, Any]:
+    """DescribeEndpoint during a blue/green bake: traffic is on the green fleet, the blue one is kept."""
+    body = answer("Updating", config_name)
+    body["PendingDeploymentSummary"] = {
+        "EndpointConfigName": NAME,
+        "StartTime": WHEN,
+        "ProductionVariants": [
+            {"VariantName": "AllTraffic", "VariantStatus": [{"Status": "Baking", "StartTime": WHEN}]}
+        ],
+    }
+    return body
+
+
+def smoke_datapoints(aws: Aws) -> list[str]:
+    metrics = aws.client("cloudwatch").list_metrics(Namespace="MLOps")["Metrics"]
+    return [m["MetricName"] for m in metrics]
+
+
+def test_a_smoke_test_that_fails_during_the_bake_raises_the_alarm_and_sagemaker_rolls_back(aws, sleep, stubs):
+    sagemaker, runtime = stubs
+    stub_existing(sagemaker)
+    stub_creates(sagemaker)
+    stub_update(sagemaker)
+    # Baking twice (the same bake step: tested once), then what SageMaker shows after its rollback.
+    stub_polls(sagemaker, answer("Updating", OLD), baking(), baking(), answer("InService", OLD))
+    stub_model_error(runtime)
+    stub_model_error(runtime)
+
+    def sagemaker_sees_the_alarm(seconds: float) -> None:
+        sleep(seconds)
+        if smoke_datapoints(aws):  # CloudWatch evaluates the alarm on the datapoint the rollout put
+            aws.client("cloudwatch").set_alarm_state(
+                AlarmName="demo-endpoint-smoke", StateValue="ALARM", StateReason="smoke test failed"
+            )
+
+    aws.sleep = sagemaker_sees_the_alarm
+    outcome, events = run_deploy(aws)
+
+    assert smoke_datapoints(aws) == ["SmokeTestFailures"]
+    assert not outcome.ok and outcome.rolled_back and not outcome.serving_candidate
+    assert "rolled back automatically" in outcome.message and "demo-endpoint-smoke" in outcome.message
+    assert "its smoke test during the bake failed: HTTP 500: ModelError" in outcome.message
+    assert any("raising alarm demo-endpoint-smoke" in e for e in events)
+    assert sleep.calls == [30, 30, 30]
+
+
+def test_a_smoke_test_that_passes_during_the_bake_is_the_deploys_smoke_test(aws, sleep, stubs):
+    sagemaker, runtime = stubs
+    stub_existing(sagemaker)
+    stub_creates(sagemaker)
+    stub_update(sagemaker)
+    stub_polls(sagemaker, baking(), baking(), answer("InService", NAME))
+    stub_predictions(runtime)  # two images, sent once: during the bake, not again after it
+
+    outcome, events = run_deploy(aws)
+
+    assert outcome.ok and outcome.smoke["ok"] and outcome.smoke["images"] == 2
+    assert any("smoke-testing it while the blue fleet is kept" in e for e in events)
+    assert smoke_datapoints(aws) == []
+
+
+def test_a_bake_that_ends_before_the_alarm_acts_reports_the_failed_candidate_serving(aws, sleep, stubs):
+    sagemaker, runtime = stubs
+    stub_existing(sagemaker)
+    stub_creates(sagemaker)
+    stub_update(sagemaker)
+    stub_polls(sagemaker, baking(), answer("InService", NAME))
+    stub_model_error(runtime)
+    stub_model_error(runtime)
+
+    outcome, _ = run_deploy(aws)
+
+    assert not outcome.ok and outcome.serving_candidate and not outcome.rolled_back
+    assert outcome.message.startswith(
+        "v2 serves on demo-endpoint although it failed its smoke test during the bake (HTTP 500"
+    )
 
 
 def test_a_busy_endpoint_is_left_alone(aws, sleep, stubs):
@@ -524,13 +617,15 @@ def test_dry_run_prints_every_request_and_calls_nothing(aws, sleep, stubs):
         "sagemaker.CreateEndpointConfig",
         "cloudwatch.PutMetricAlarm",
         "cloudwatch.PutMetricAlarm",
+        "cloudwatch.PutMetricAlarm",
         "sagemaker.UpdateEndpoint",
         "application-autoscaling.RegisterScalableTarget",
         "application-autoscaling.PutScalingPolicy",
     ]
-    update = lines[4]
+    update = lines[5]
     assert '"Type": "CANARY"' in update and '"AutoRollbackConfiguration"' in update
-    assert '"AlarmName": "demo-endpoint-5xx"' in update and '"AlarmName": "demo-endpoint-latency"' in update
+    for alarm in ("demo-endpoint-5xx", "demo-endpoint-latency", "demo-endpoint-smoke"):
+        assert f'"AlarmName": "{alarm}"' in update
     assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
     scaling = aws.client("application-autoscaling")
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
@@ -590,7 +685,7 @@ def test_the_green_fleet_starts_as_large_as_the_blue_one_has_grown(aws, stubs):
 
     run_deploy(aws, DryRunExecutor(emit=lines.append))
 
-    assert '"InitialInstanceCount": 2' in lines[1] and '"Type": "CANARY"' in lines[4]
+    assert '"InitialInstanceCount": 2' in lines[1] and '"Type": "CANARY"' in lines[5]
 
 
 # invoke

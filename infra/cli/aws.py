@@ -8,20 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.cli.context import _hyperparameters, console
 from infra.errors import UsageError
 
 if TYPE_CHECKING:
     from infra.aws.platform import AwsPlatform
-    from infra.cli import Context
+    from infra.cli.context import Context
     from infra.platform import TrainingSpec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _console() -> Any:
-    from infra.cli import console
-
-    return console
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def aws_platform(ctx: Context) -> AwsPlatform:
@@ -31,7 +26,6 @@ def aws_platform(ctx: Context) -> AwsPlatform:
 
     settings = AwsSettings.from_env(ctx.config.project.name)
     aws = Aws(settings)
-    console = _console()
     executor: Any
     if ctx.dry_run:
         # Reads (Describe/List) still run when credentials work, so the plan reflects real state.
@@ -69,7 +63,6 @@ def plan_pipeline(
     """`mlops pipeline --dry-run`: every request the pipeline would send, in order, and nothing sent."""
     from infra.aws import endpoints, rollout
 
-    console = _console()
     cfg = ctx.config.aws
     console.print(
         f"[bold]plan[/] for job {spec.job_name} at code {spec.code_version} (dry run: nothing is changed)"
@@ -130,7 +123,6 @@ def plan_pipeline(
 def cmd_data_upload(ctx: Context) -> int:
     platform = _aws(ctx)
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
-    console = _console()
     result = platform.upload_data(data, progress=_progress(console, "uploading"))
     verb = "would upload" if ctx.dry_run else "uploaded"
     console.print(
@@ -157,7 +149,7 @@ def cmd_images_publish(ctx: Context) -> int:
     refs = platform.publish_images(Path(ctx.args.context))
     for name, ref in refs.items():
         state = "pushed" if ref.pushed else ("already in ECR" if ref.digest else "planned")
-        _console().print(
+        console.print(
             f"{name}: {ref.by_digest if ref.digest else ref.repository_uri + ':' + ref.tag} ({state})"
         )
     return 0
@@ -165,11 +157,9 @@ def cmd_images_publish(ctx: Context) -> int:
 
 def cmd_tune(ctx: Context) -> int:
     from infra.aws import storage, tuning
-    from infra.cli import _hyperparameters
     from infra.platform import TrainingSpec
 
     platform = _aws(ctx)
-    console = _console()
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
     spec = TrainingSpec(
         ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=False), data, ctx.code_version()
@@ -203,7 +193,6 @@ def cmd_jobs(ctx: Context) -> int:
     from infra.aws.costs import billing_line
 
     platform = _aws(ctx)
-    console = _console()
     if ctx.args.action == "list":
         jobs = training.list_jobs(platform.aws, platform.project)
         if not jobs:
@@ -234,7 +223,6 @@ def cmd_cleanup(ctx: Context) -> int:
     from infra.aws.plan import DryRunExecutor
 
     platform = _aws(ctx)
-    console = _console()
     findings = cleanup.scan(platform.aws, platform.project, ctx.config.aws)
     if not findings:
         console.print(f"nothing to clean up for project {platform.project}")

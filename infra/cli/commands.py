@@ -1,0 +1,389 @@
+"""The `mlops` commands that run on both platforms (`--local` or AWS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from infra.cli.context import (
+    CONTENT_TYPES,
+    Context,
+    _ensure_synthetic,
+    _hyperparameters,
+    _latest_job,
+    console,
+    err,
+)
+from infra.errors import GateRejected, UsageError
+
+
+def cmd_data(ctx: Context) -> int:
+    from infra.datasets import DatasetError, make_synthetic, prepare_cifar10
+
+    args = ctx.args
+    out = Path(args.out) if args.out else ctx.home / "data" / args.dataset
+
+    def progress(message: str) -> None:
+        console.print(f"  [dim]{message}[/]")
+
+    try:
+        if args.dataset == "synthetic":
+            info = make_synthetic(
+                out,
+                seed=args.seed,
+                classes=args.classes,
+                train_per_class=args.train_per_class,
+                val_per_class=args.val_per_class,
+                test_per_class=args.test_per_class,
+                size=args.size,
+                force=args.force,
+                progress=progress,
+            )
+        else:
+            info = prepare_cifar10(
+                out,
+                archive=Path(args.archive) if args.archive else None,
+                seed=args.seed,
+                force=args.force,
+                progress=progress,
+            )
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    counts = ", ".join(f"{k}={v}" for k, v in info.counts.items())
+    verb = "wrote" if info.created else "already present:"
+    console.print(
+        f"{verb} {info.name} dataset at {info.root} ({len(info.classes)} classes; {counts}) "
+        f"in {info.seconds:.1f}s"
+    )
+    return 0
+
+
+def cmd_train(ctx: Context) -> int:
+    from infra.console import TrainingDisplay
+    from infra.platform import TrainingSpec
+
+    platform = ctx.platform()
+    display = TrainingDisplay(console, verbose=ctx.args.verbose)
+    if ctx.args.resume and not ctx.local:
+        raise UsageError(
+            "--resume is for local jobs; on SageMaker a spot job resumes from its checkpoints itself"
+        )
+    try:
+        if ctx.args.resume:
+            console.print(f"resuming local job {ctx.args.resume}")
+            result = platform.resume(ctx.args.resume, display)
+        else:
+            data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
+            if not ctx.args.data:
+                _ensure_synthetic(ctx, data)
+            from infra.local.jobs import check_dataset
+
+            check_dataset(data)
+            spec = TrainingSpec(
+                ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=ctx.local), data, ctx.code_version()
+            )
+            console.print(f"training job {spec.job_name} on {data}")
+            result = platform.train(spec, display)
+    finally:
+        display.close()
+    console.print(f"job {result.job_name}: {result.status} in {result.seconds:.1f}s")
+    if result.status == "Planned":
+        return 0
+    if result.billing:
+        from infra.aws.costs import billing_line
+
+        console.print(billing_line(result.billing))
+    if result.status != "Completed":
+        from infra.errors import TrainingFailed
+
+        raise TrainingFailed(f"{result.job_name}: {result.failure_reason}")
+    console.print("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
+    console.print(f"model: {result.model_dir}")
+    if result.wandb:
+        console.print(f"W&B run: {result.wandb.get('url') or result.wandb.get('dir')}")
+    return 0
+
+
+def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any]:
+    from infra import gate
+    from infra.champion import champion_metrics
+
+    result = platform.job(job)
+    if result.status != "Completed":
+        raise UsageError(f"job {job} did not complete: {result.failure_reason}")
+    production = platform.production()
+    compare: dict[str, float] | None = None
+    notes: list[str] = []
+    if production is not None:
+        data = platform.job_data(job) if ctx.local else None
+        data = data or (Path(ctx.args.data) if getattr(ctx.args, "data", None) else ctx.default_data())
+        compare, notes = champion_metrics(platform, production, result, data)
+    decision = gate.evaluate(
+        result.metrics, ctx.config.gate, compare, production.label if production else None, notes
+    )
+    return result, decision
+
+
+def cmd_evaluate(ctx: Context) -> int:
+    platform = ctx.platform()
+    job = ctx.args.job or _latest_job(ctx)
+    _result, decision = _decide(ctx, platform, job)
+    console.print(f"job {job} against gate v{decision.gate_version} ({ctx.config.source}):")
+    for reason in decision.reasons:
+        console.print(f"  {reason}")
+    if ctx.args.json:
+        console.print_json(json.dumps(decision.to_dict()))
+    if not decision.passed:
+        raise GateRejected(decision.summary)
+    return 0
+
+
+def cmd_register(ctx: Context) -> int:
+    platform = ctx.platform()
+    job = ctx.args.job or _latest_job(ctx)
+    result, decision = _decide(ctx, platform, job)
+    version = platform.register(result, decision.to_dict())
+    console.print(f"registered {version.label} from job {job}: {version.status} ({decision.summary})")
+    return 0
+
+
+def cmd_versions(ctx: Context) -> int:
+    platform = ctx.platform()
+    production = platform.production()
+    rows = platform.versions()
+    if not rows:
+        console.print("the registry is empty")
+        return 0
+    from rich.table import Table
+
+    table = Table()
+    for col in ("version", "status", "test_accuracy", "created", "job", "code", "serving"):
+        table.add_column(col)
+    for v in rows:
+        acc = v.metrics.get("test_accuracy")
+        table.add_row(
+            v.label,
+            v.state,
+            f"{acc:.4f}" if acc is not None else "",
+            v.created_at,
+            v.source_job,
+            v.code_version,
+            "production" if production and production.version == v.version else "",
+        )
+    console.print(table)
+    return 0
+
+
+def _finish_deploy(ctx: Context, what: str, guarded: Any) -> int:
+    """Print what the guarded deploy did (and write it to the GitHub job summary); its exit code."""
+    from infra.report import write_markdown
+
+    result = guarded.result
+    lines = [guarded.message]
+    if guarded.ok and result is not None and result.smoke:
+        lines.append(
+            f"smoke test: {result.smoke['images']} held-out images, p50 {result.smoke['p50_ms']:.1f} ms"
+        )
+    if guarded.ok and result is not None and not result.tested:
+        lines.append("NOT smoke-tested: deployed with --allow-untested")
+    for line in lines:
+        (console if guarded.ok else err).print(line, highlight=False, markup=False)
+    status = "ok" if guarded.ok else f"FAILED (exit {guarded.exit_code})"
+    write_markdown("\n".join([f"## mlops {what}: {status}", "", *(f"- {line}" for line in lines), ""]))
+    return int(guarded.exit_code)
+
+
+def cmd_deploy(ctx: Context) -> int:
+    from infra import guard
+
+    platform = ctx.platform()
+    version = ctx.args.version
+    if version is None:
+        approved = [v for v in platform.versions() if v.status == "Approved"]
+        if not approved:
+            raise UsageError(
+                "no Approved version in the registry (versions whose deploy or verification failed are "
+                "Rejected); run the pipeline, or name one with --version"
+            )
+        version = approved[-1].version
+    how = (
+        "start on a scratch port, smoke-test, then switch"
+        if ctx.local
+        else "blue/green update, smoke-tested during the bake, auto-rollback alarms"
+    )
+    untested = " (NO smoke test: --allow-untested)" if ctx.args.allow_untested else ""
+    console.print(f"deploying v{version}: {how}{untested}")
+    if ctx.dry_run:
+        platform.deploy(version, allow_untested=ctx.args.allow_untested)
+        return 0
+    guarded = guard.deploy(platform, version, allow_untested=ctx.args.allow_untested)
+    return _finish_deploy(ctx, f"deploy v{version}", guarded)
+
+
+def cmd_rollback(ctx: Context) -> int:
+    from infra import guard
+    from infra.history import ROLLBACK, rollback_target
+
+    platform = ctx.platform()
+    current = guard.serving(platform)
+    if current is guard.UNKNOWN:
+        raise UsageError("cannot read what the endpoint serves; check `mlops endpoint status`")
+    versions = {v.version: v for v in platform.versions()}
+    target = ctx.args.to
+    if target is None:
+        target = rollback_target(
+            platform.history(),
+            current if isinstance(current, int) else None,
+            lambda n: n in versions and versions[n].status == "Approved",
+        )
+        if target is None:
+            raise UsageError(
+                "nothing to roll back to: no Approved version served before "
+                + (f"v{current}" if isinstance(current, int) else "(nothing serves now)")
+                + "; name one with --to N (see `mlops history`)"
+            )
+    elif current == target:
+        raise UsageError(f"v{target} is already in production")
+    console.print(
+        f"rolling back from {f'v{current}' if isinstance(current, int) else 'nothing'} to v{target}"
+        + (" (NO smoke test: --allow-untested)" if ctx.args.allow_untested else "")
+    )
+    if ctx.dry_run:
+        platform.deploy(target, action=ROLLBACK, allow_untested=ctx.args.allow_untested)
+        return 0
+    guarded = guard.deploy(platform, target, action=ROLLBACK, allow_untested=ctx.args.allow_untested)
+    return _finish_deploy(ctx, f"rollback to v{target}", guarded)
+
+
+def cmd_history(ctx: Context) -> int:
+    from rich.table import Table
+
+    from infra.history import intervals
+
+    platform = ctx.platform()
+    events = platform.history()
+    if not events:
+        console.print("no production history yet: nothing has been deployed")
+        return 0
+    table = Table(title="production history (oldest first)", title_justify="left")
+    for col in ("version", "from", "until", "how"):
+        table.add_column(col)
+    for span in intervals(events):
+        table.add_row(f"v{span.version}", span.start, span.end or "now (serving)", span.action)
+    console.print(table)
+    last = events[-1]
+    if last.version is None:
+        console.print(f"nothing serves since {last.at}: {last.reason or last.action}")
+    return 0
+
+
+def cmd_endpoint(ctx: Context) -> int:
+    platform = ctx.platform()
+    action = ctx.args.action
+    if action == "status":
+        status = platform.endpoint_status()
+        if status.version is None:
+            console.print(status.detail)
+            return 1
+        console.print(
+            f"v{status.version} at {status.url}: {status.detail} (pid {status.pid}, log {status.log})"
+        )
+        return 0 if status.healthy else 1
+    if action == "delete":
+        from infra.aws import endpoints
+
+        if endpoints.describe(platform.aws, platform.endpoint) is None:
+            console.print(f"endpoint {platform.endpoint} does not exist; nothing to delete")
+            return 0
+        endpoints.delete(platform.aws, platform.endpoint, platform.executor)
+        console.print(
+            f"{'would delete' if ctx.dry_run else 'deleted'} endpoint {platform.endpoint} "
+            "(models and endpoint configs stay for `mlops cleanup`; rollback can recreate it)"
+        )
+        return 0
+    if action == "stop":
+        if not ctx.local:
+            raise UsageError("`endpoint stop` stops the local endpoint; on AWS use `mlops endpoint delete`")
+        stopped = platform.stop_endpoint()
+        console.print(
+            f"stopped the local endpoint (v{stopped})" if stopped else "no local endpoint was running"
+        )
+        return 0
+    for name in ctx.args.files:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file")
+        content_type = ctx.args.content_type or CONTENT_TYPES.get(path.suffix.lower(), "application/x-image")
+        code, payload = platform.invoke(path.read_bytes(), content_type)
+        if code != 200:
+            raise UsageError(f"{path}: the endpoint answered HTTP {code}: {payload.get('error', payload)}")
+        if ctx.args.json:
+            console.print_json(json.dumps(payload))
+            continue
+        for i, prediction in enumerate(payload["predictions"]):
+            top = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in prediction["top_k"])
+            console.print(f"{path}{f'[{i}]' if len(payload['predictions']) > 1 else ''}: {top}")
+    return 0
+
+
+def cmd_pipeline(ctx: Context) -> int:
+    from infra.console import StageView, TrainingDisplay
+    from infra.pipeline import run_pipeline
+    from infra.platform import TrainingSpec
+    from infra.report import print_report, write_step_summary
+
+    platform = ctx.platform()
+    data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
+    spec = TrainingSpec(
+        ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=ctx.local), data, ctx.code_version()
+    )
+    if ctx.dry_run:
+        from infra.cli.aws import plan_pipeline
+
+        return plan_pipeline(ctx, platform, spec, ensure_data=lambda: _ensure_synthetic(ctx, data))
+    display = TrainingDisplay(console, verbose=ctx.args.verbose)
+    console.print(
+        f"[bold]mlops pipeline {'--local' if ctx.local else '(AWS)'}[/] job {spec.job_name}, "
+        f"code {spec.code_version}, gate v{ctx.config.gate.version}"
+    )
+    report = run_pipeline(
+        platform,
+        ctx.config,
+        spec,
+        on_line=display,
+        observer=StageView(console, display),
+        ensure_data=lambda: _ensure_synthetic(ctx, data),
+    )
+    console.print()
+    print_report(report, console)
+    write_step_summary(report)
+    if report.exit_code == 0 and report.endpoint_url and ctx.local:
+        console.print(
+            f"\ntry: curl -s -X POST -H 'Content-Type: image/png' --data-binary @image.png "
+            f"{report.endpoint_url}/invocations\nstop: mlops endpoint stop --local"
+        )
+    if report.exit_code == 0 and ctx.args.fail_on_reject and report.decision and not report.decision.passed:
+        return GateRejected.exit_code
+    return report.exit_code
+
+
+def cmd_serve(ctx: Context) -> int:
+    """Run the serving program in the foreground on a registry version or a model directory."""
+    if ctx.args.model_dir:
+        model_dir = Path(ctx.args.model_dir)
+    else:
+        from infra.local.registry import LocalRegistry
+
+        registry = LocalRegistry(ctx.home / "registry")
+        target = registry.get(ctx.args.version) if ctx.args.version else registry.production()
+        if target is None:
+            raise UsageError("no production version; pass --version N or --model-dir DIR")
+        model_dir = target.model_dir
+    from infra.local.endpoint import serve_command
+
+    argv = serve_command(model_dir, ctx.args.host, ctx.args.port)
+    os.execv(sys.executable, argv)  # noqa: S606 -- replaces this process with the server, by design
+    return 0  # pragma: no cover

@@ -1,0 +1,155 @@
+"""Shared plumbing of the `mlops` commands: the consoles, the per-process Context (settings, config,
+platform, code version, job names) and the helpers several commands use."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import secrets
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from infra.errors import UsageError
+from infra.settings import load
+
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".npy": "application/x-npy",
+    ".json": "application/json",
+}
+# CI logs are not terminals: give tables room instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
+# emoji=False: rich would turn ":secret:" inside a Secrets Manager ARN into an emoji.
+console = Console(highlight=False, width=_WIDTH, emoji=False)
+err = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
+
+
+# --- shared plumbing -------------------------------------------------------------------------------
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.settings, self.config = load()
+        if getattr(args, "home", None):
+            self.settings.home = Path(args.home)
+        self.home = self.settings.home.resolve()
+
+    @property
+    def local(self) -> bool:
+        return bool(getattr(self.args, "local", False))
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(getattr(self.args, "dry_run", False))
+
+    def platform(self) -> Any:
+        if self.local:
+            if self.dry_run:
+                raise UsageError("--dry-run plans AWS requests; the local platform has nothing to plan")
+            from infra.local.platform import LocalPlatform
+
+            port = self.settings.endpoint_port or self.config.local.endpoint_port
+            return LocalPlatform(
+                self.home,
+                host=self.settings.endpoint_host,
+                port=port,
+                smoke_images=self.config.local.smoke_images,
+            )
+        from infra.cli.aws import aws_platform
+
+        return aws_platform(self)
+
+    def default_data(self) -> Path:
+        return self.home / "data" / self.config.local.dataset
+
+    @functools.cache  # noqa: B019 -- one Context per process: asking git once is enough
+    def code_version(self) -> str:
+        if self.settings.code_version:
+            return self.settings.code_version
+        try:
+            sha = subprocess.run(
+                ["git", "rev-parse", "--short=12", "HEAD"],  # noqa: S607 -- git from PATH, as a user runs it
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607 -- as above
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+        return f"{sha}-dirty" if dirty else sha
+
+    def job_name(self) -> str:
+        given = getattr(self.args, "job_name", None)
+        if given:
+            import re
+
+            if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", given):
+                raise UsageError(
+                    f"--job-name {given!r}: use letters, digits and hyphens, at most 63 characters"
+                )
+            return str(given)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        return f"{self.config.project.name}-{stamp}-{secrets.token_hex(2)}"[:63]
+
+
+def _hyperparameters(ctx: Context, pairs: list[str], *, local: bool) -> dict[str, str]:
+    """Config defaults ([local] or [train]), then --hp key=value overrides; validated before a job starts."""
+    from train.config import ConfigError, parse_hyperparameters
+
+    base = dict((ctx.config.local if local else ctx.config.train).hyperparameters)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--hp expects key=value, got {pair!r}")
+        base[key.strip()] = value.strip()
+    try:
+        parse_hyperparameters(base)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return base
+
+
+def _latest_job(ctx: Context) -> str:
+    if not ctx.local:
+        raise UsageError("name the SageMaker training job with --job (see `mlops jobs list`)")
+    jobs = ctx.home / "jobs"
+    found = (
+        sorted((p for p in jobs.glob("*/job.json")), key=lambda p: p.stat().st_mtime) if jobs.is_dir() else []
+    )
+    if not found:
+        raise UsageError(f"no local training jobs under {jobs}; run `mlops train --local` first")
+    return found[-1].parent.name
+
+
+def _ensure_synthetic(ctx: Context, data: Path) -> str:
+    from infra.datasets import DatasetError, make_synthetic
+
+    if (data / "train").is_dir() and (data / "test").is_dir():
+        return f"using {data}"
+    if data != ctx.default_data() or ctx.config.local.dataset != "synthetic":
+        raise UsageError(
+            f"no dataset at {data}; create it with `mlops data synthetic --out {data}` "
+            "or `mlops data cifar10 --out ...`"
+        )
+    try:
+        info = make_synthetic(data, progress=lambda m: console.print(f"  [dim]{m}[/]"))
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
+    return f"synthetic dataset at {data} ({counts}; {info.seconds:.1f}s)"
