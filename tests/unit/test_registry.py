@@ -95,3 +95,30 @@ def test_unknown_version_names_the_known_ones(tmp_path, artifact):
     registry.register(artifact, source_job="job", status=APPROVED, gate=None)
     with pytest.raises(UsageError, match=r"v7 is not in the registry \(known: v1\)"):
         registry.get(7)
+
+
+def test_a_failed_version_is_rejected_with_its_reason_and_skipped_by_rollback(tmp_path, artifact):
+    registry = LocalRegistry(tmp_path / "reg")
+    for i in range(3):
+        registry.register(artifact, source_job=f"job-{i}", status=APPROVED, gate=None)
+        registry.set_production(i + 1, "deploy")
+    failed = registry.mark_failed(2, "verify", "HTTP 500: internal error")
+    assert (failed.status, failed.state, failed.failure["reason"]) == (
+        "Rejected",
+        "Rejected (verify failed)",
+        "HTTP 500: internal error",
+    )
+    assert registry.get(2).failure["stage"] == "verify"  # persisted
+    assert registry.previous_production() == 1  # v2 served before v3, but failed since
+
+
+def test_taking_the_endpoint_down_is_recorded(tmp_path, artifact):
+    registry = LocalRegistry(tmp_path / "reg")
+    registry.register(artifact, source_job="job", status=APPROVED, gate=None)
+    registry.set_production(1, "deploy")
+    registry.set_production(None, "down", "v1 failed its verify")
+    assert registry.production() is None
+    assert [(e.version, e.action, e.previous) for e in registry.events()] == [
+        (1, "deploy", None),
+        (None, "down", 1),
+    ]

@@ -23,6 +23,7 @@ from botocore.stub import ANY, Stubber
 from infra.aws import images
 from infra.aws.plan import LiveExecutor
 from infra.aws.platform import AwsPlatform
+from infra.errors import UsageError
 from infra.history import intervals
 from infra.pipeline import run_pipeline
 from infra.platform import TrainingResult, TrainingSpec
@@ -461,3 +462,32 @@ def test_a_failed_first_deployment_is_taken_out_of_service(world, aws):
     )
     assert history(platform) == [(2, "deploy"), (None, "down")]
     assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []  # its alarms went with it
+
+
+def test_a_deploy_without_test_images_is_refused_before_anything_changes(world, tmp_path):
+    platform, sm, _data = world
+    platform.smoke_data = tmp_path / "nowhere"
+    sm.get_version(2, total=2)  # the only call: any other would find no stubbed answer
+
+    with pytest.raises(UsageError, match=r"cannot be smoke-tested; pass --data DIR .*or --allow-untested"):
+        platform.deploy(2)
+
+
+def test_an_untested_deploy_goes_ahead_only_when_asked_and_says_so(world, tmp_path):
+    platform, sm, _data = world
+    platform.smoke_data = tmp_path / "nowhere"
+    sm.get_version(2, total=2)
+    sm.production(OLD, 1)
+    sm.chain(OLD, 1)
+    sm.deploy_requests(NEW)
+    sm.endpoint(OLD, "Updating")
+    sm.endpoint(NEW)
+    sm.production(NEW, 2)
+
+    result = platform.deploy(2, allow_untested=True)
+
+    assert result.ok and not result.tested and result.version == 2
+    assert (
+        result.message == "v2 is serving on demo-endpoint; NOT smoke-tested (deployed with --allow-untested)"
+    )
+    assert history(platform) == [(2, "deploy")]
