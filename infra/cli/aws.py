@@ -83,7 +83,9 @@ def plan_pipeline(
 
     planned = TrainingResult(spec.job_name, "Planned", None, {}, 0.0)
     platform.register(planned, {"passed": True, "summary": "decided by the gate"})
-    console.print("\n[bold]6. deploy (blue/green, auto-rollback on alarms)[/]")
+    console.print(
+        "\n[bold]6. deploy (blue/green, smoke-tested during the bake, auto-rollback on the alarms)[/]"
+    )
     before = endpoints.describe(platform.aws, platform.endpoint) if _can_read(platform) else None
     rollout.deploy(
         platform.aws,
@@ -111,8 +113,11 @@ def plan_pipeline(
             endpoints.update_endpoint_call(platform.endpoint, "<the new endpoint config>", update)
         )
     console.print(
-        "\n[bold]7. verify[/]\n  held-out test images through sagemaker-runtime InvokeEndpoint; "
-        "roll back to the previous Approved version on failure"
+        "\n[bold]7. verify[/]\n  held-out test images through sagemaker-runtime InvokeEndpoint. If the "
+        "deploy or the verification fails: the version is marked Rejected (UpdateModelPackage), and "
+        "the version that served before is deployed again the same way (or, after a failed first deployment, "
+        "the endpoint is deleted); each change of what serves is recorded under "
+        f"s3://{platform.aws.settings.bucket}/{platform.project}/production-history/"
     )
     return 0
 
