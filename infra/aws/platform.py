@@ -23,7 +23,7 @@ from infra.aws import endpoints, images, production, registry, rollout, storage,
 from infra.aws.errors import NotFound
 from infra.aws.plan import Executor
 from infra.aws.session import Aws, tags
-from infra.errors import UsageError
+from infra.errors import MlopsError, UsageError
 from infra.history import DOWN, ProductionEvent, now_iso
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
 from infra.settings import Config
@@ -279,13 +279,20 @@ class AwsPlatform:
             poll_seconds=self.poll_seconds,
         )
         now = self.production() if not self.executor.dry_run else None
+        message = outcome.message
         if outcome.serving_candidate or (now is not None and now.version == version):
-            self._record(version, action, before.version if before else None, outcome.message)
+            try:
+                self._record(version, action, before.version if before else None, outcome.message)
+            except (
+                MlopsError
+            ) as exc:  # the model serves either way: a missing record is not a reason to undo it
+                self.on_event(f"the production history was NOT recorded: {exc}")
+                message += f" (production history NOT recorded: {exc})"
         return DeployResult(
             outcome.ok,
             now.version if now else (version if outcome.ok else None),
             f"sagemaker://{self.endpoint}",
-            outcome.message,
+            message,
             smoke=outcome.smoke,
             previous_version=before.version if before else None,
             tested=bool(samples),
@@ -307,8 +314,12 @@ class AwsPlatform:
         self.aws.settings.require("bucket")
         current = self.production()
         endpoints.delete(self.aws, self.endpoint, self.executor)
-        self._record(None, DOWN, current.version if current else None, reason)
-        return f"endpoint {self.endpoint} deleted (its models and configs stay for `mlops cleanup`)"
+        done = f"endpoint {self.endpoint} deleted (its models and configs stay for `mlops cleanup`)"
+        try:
+            self._record(None, DOWN, current.version if current else None, reason)
+        except MlopsError as exc:
+            return f"{done}; the production history was NOT recorded: {exc}"
+        return done
 
     def _classes(self, target: ModelVersion) -> list[str]:
         """Class names from the version's own model when we hold it (downloaded after training), else
