@@ -214,6 +214,11 @@ def test_documented_aws_commands_run_against_a_moto_server(moto_env):
     queue_endpoint_answers(moto_env["port"], "circle", 10)
     deploy = mlops(env, "deploy", "--version", "1", "--data", str(data))
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    history = mlops(env, "history")
+    assert history.returncode == 0, history.stdout + history.stderr
+    assert "v1" in history.stdout and "now (serving)" in history.stdout
+    untested = mlops(env, "deploy", "--version", "1", "--data", str(moto_env["root"] / "no-such-data"))
+    assert untested.returncode == 2 and "--allow-untested" in untested.stderr  # refused, nothing changed
 
     status = mlops(env, "endpoint", "status")
     assert status.returncode == 0, status.stdout + status.stderr
