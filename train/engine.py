@@ -31,14 +31,33 @@ class EvalResult:
         return min(self.per_class)
 
 
+def classifier(model: nn.Module) -> nn.Linear:
+    """The layer that produces the logits: the last `nn.Linear` of every architecture we build."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no linear classifier layer")
+    return linears[-1]
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases: decaying them only hurts (standard practice since ResNet recipes).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    """Parameter groups: body then classifier, each split into decayed weights and undecayed norms/biases.
+
+    The classifier runs at `learning_rate * head_lr_scale`. Its step moves the logits by about
+    lr * |features|^2, and the pooled features of a fresh ResNet-18 have norm ~19 on any data (digits,
+    shapes, photo crops), so at lr 0.1 with momentum 0.9 the first steps overshoot: the loss climbs to
+    5-10, the gradients blow up the body's weights, and the run stayed near chance for all 330 steps
+    of 30 epochs on 1,300 images (and 237 steps on 10k). The body's convolutions sit behind batch norm,
+    are scale-invariant, and keep the full rate. Group 0 stays the body's: the logged `lr`.
+    """
+    head = {id(p) for p in classifier(model).parameters()}
+    groups = []
+    for lr, in_head in ((config.learning_rate, False), (config.learning_rate * config.head_lr_scale, True)):
+        params = [p for p in model.parameters() if (id(p) in head) == in_head]
+        # No weight decay on norms and biases: decaying them only hurts (standard since ResNet recipes).
+        groups += [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay, "lr": lr},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr},
+        ]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.learning_rate)
     return torch.optim.SGD(

@@ -140,7 +140,13 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
             directory=paths.checkpoints,
         )
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # a checkpoint of an older trainer: other parameter groups
+            raise checkpoint.CheckpointMismatch(
+                f"the checkpoint in {paths.checkpoints} was written by a trainer with other optimizer "
+                f"parameter groups ({exc}); start the job with an empty checkpoint directory"
+            ) from None
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch, history, wandb_id = state["epoch"], state["history"], state.get("wandb_id")

@@ -21,7 +21,7 @@ from infra.errors import GateRejected, UsageError
 
 
 def cmd_data(ctx: Context) -> int:
-    from infra.datasets import DatasetError, make_synthetic, prepare_cifar10
+    from infra.datasets import DatasetError, make_synthetic, prepare_cifar10, write_digits
 
     args = ctx.args
     out = Path(args.out) if args.out else ctx.home / "data" / args.dataset
@@ -42,6 +42,8 @@ def cmd_data(ctx: Context) -> int:
                 force=args.force,
                 progress=progress,
             )
+        elif args.dataset == "digits":
+            info = write_digits(out, seed=args.seed, size=args.size, force=args.force, progress=progress)
         else:
             info = prepare_cifar10(
                 out,

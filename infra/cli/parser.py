@@ -108,8 +108,16 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     cif.add_argument("--archive", help="a local cifar-10-binary.tar.gz (otherwise downloaded)")
     cif.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
     cif.add_argument("--force", action="store_true", help="overwrite an existing dataset")
-    syn.set_defaults(handler=cmd_data)
-    cif.set_defaults(handler=cmd_data)
+    dig = dsub.add_parser(
+        "digits",
+        help="scikit-learn's 8x8 handwritten digits (1,297/250/250, 10 classes): small real data, offline",
+    )
+    dig.add_argument("--out", help="output directory (default: $MLOPS_HOME/data/digits)")
+    dig.add_argument("--seed", type=int, default=0, help="seed of the split")
+    dig.add_argument("--size", type=int, default=32, help="image side in pixels (upscaled from 8)")
+    dig.add_argument("--force", action="store_true", help="overwrite an existing dataset")
+    for dataset in (syn, cif, dig):
+        dataset.set_defaults(handler=cmd_data)
     add_data_upload(dsub, _dry_run_flag)
 
     train = sub.add_parser("train", help="run a training job")

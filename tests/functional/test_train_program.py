@@ -186,6 +186,23 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, dataset):
     assert "belongs to a different model (arch: checkpoint 'smallcnn' vs job 'resnet18')" in result.stderr
 
 
+def test_a_checkpoint_with_other_optimizer_groups_is_refused_with_a_clear_message(tmp_path, dataset):
+    """A checkpoint of the trainer before the classifier had its own learning rate (two groups, not four)."""
+    import torch
+
+    base = make_job(tmp_path / "job", dataset, {**FAST, "epochs": "2"})
+    assert run_train(base).returncode == 0
+    last = base / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state["epoch"] = 1
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:2]
+    torch.save(state, last)
+    result = run_train(base)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "written by a trainer with other optimizer parameter groups" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_help_describes_the_contract_and_every_hyperparameter():
     result = subprocess.run(
         [sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True

@@ -49,6 +49,7 @@ def test_unknown_key_is_named_with_a_suggestion_and_the_accepted_keys():
         ("epochs", "0", "out of range; accepted: >= 1"),
         ("learning_rate", "0", "out of range; accepted: > 0.0"),
         ("learning_rate", "nan", "is not a number"),
+        ("head_lr_scale", "0", "'head_lr_scale': 0 is out of range; accepted: > 0.0"),
         ("label_smoothing", "1.0", "accepted: >= 0.0 and < 1.0"),
         ("optimizer", "rmsprop", "'rmsprop' is not one of: sgd, adamw"),
         ("arch", "vit", "is not one of: resnet18, smallcnn"),
