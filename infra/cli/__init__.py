@@ -24,13 +24,16 @@ from infra.errors import MlopsError
 
 def _interrupt_on_sigterm() -> None:
     """A cancelled GitHub workflow sends SIGINT, then SIGTERM: both must reach the code that stops a
-    SageMaker job (StopTrainingJob) or a local trainer, which listens for KeyboardInterrupt."""
+    SageMaker job (StopTrainingJob) or a local trainer, which listens for KeyboardInterrupt. SIGINT is set
+    explicitly too: a process started in the background by a script inherits it ignored, and Python then
+    installs no handler of its own, so Ctrl-C (or a runner's SIGINT) would be lost."""
     import signal
 
     def handler(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
