@@ -15,9 +15,11 @@ serves again, or nothing serves because nothing did before), 6 evaluate or regis
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from infra.cli.context import Context, err
+from infra.cli.inputs import InputError, annotation
 from infra.cli.parser import build_parser
 from infra.errors import MlopsError
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args)
         return int(args.handler(ctx))
     except MlopsError as exc:
+        if isinstance(exc, InputError) and os.environ.get("GITHUB_ACTIONS") == "true":
+            print(annotation(exc), flush=True)  # on the workflow run's page, naming the input
         err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
         return exc.exit_code
     except KeyboardInterrupt:

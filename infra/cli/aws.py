@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra.cli.context import _hyperparameters, console
+from infra.cli.context import console
 from infra.errors import UsageError
 
 if TYPE_CHECKING:
@@ -166,9 +166,7 @@ def cmd_tune(ctx: Context) -> int:
 
     platform = _aws(ctx)
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
-    spec = TrainingSpec(
-        ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=False), data, ctx.code_version()
-    )
+    spec = TrainingSpec(ctx.job_name(), ctx.hyperparameters, data, ctx.code_version())
     uploaded = platform.upload_data(data)
     job = platform.job_spec(spec, storage.channel_uris(uploaded.uri))
     name = f"{ctx.config.project.name[:14]}-{spec.job_name[-13:]}"[:32].strip("-")
@@ -267,6 +265,9 @@ def add_aws_commands(sub: Any, dry_run_flag: Callable[[argparse.ArgumentParser],
     tune = sub.add_parser("tune", help="Bayesian hyperparameter tuning on SageMaker (ranges in mlops.toml)")
     tune.add_argument("--data", help="dataset directory (default: $MLOPS_HOME/data/synthetic)")
     tune.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="static hyperparameter")
+    from infra.cli.inputs import add_flags
+
+    add_flags(tune)
     dry_run_flag(tune)
     tune.set_defaults(handler=cmd_tune)
 

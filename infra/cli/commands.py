@@ -12,7 +12,6 @@ from infra.cli.context import (
     CONTENT_TYPES,
     Context,
     _ensure_synthetic,
-    _hyperparameters,
     _latest_job,
     console,
     err,
@@ -84,9 +83,7 @@ def cmd_train(ctx: Context) -> int:
             from infra.local.jobs import check_dataset
 
             check_dataset(data)
-            spec = TrainingSpec(
-                ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=ctx.local), data, ctx.code_version()
-            )
+            spec = TrainingSpec(ctx.job_name(), ctx.hyperparameters, data, ctx.code_version())
             console.print(f"training job {spec.job_name} on {data}")
             result = platform.train(spec, display)
     finally:
@@ -339,9 +336,7 @@ def cmd_pipeline(ctx: Context) -> int:
 
     platform = ctx.platform()
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
-    spec = TrainingSpec(
-        ctx.job_name(), _hyperparameters(ctx, ctx.args.hp, local=ctx.local), data, ctx.code_version()
-    )
+    spec = TrainingSpec(ctx.job_name(), ctx.hyperparameters, data, ctx.code_version())
     if ctx.dry_run:
         from infra.cli.aws import plan_pipeline
 
@@ -389,3 +384,25 @@ def cmd_serve(ctx: Context) -> int:
     argv = serve_command(model_dir, ctx.args.host, ctx.args.port)
     os.execv(sys.executable, argv)  # noqa: S606 -- replaces this process with the server, by design
     return 0  # pragma: no cover
+
+
+def cmd_validate(ctx: Context) -> int:
+    """The inputs were resolved and checked when the Context was made; show them and hand them on."""
+    import os
+
+    from infra.cli.inputs import RunInputs
+
+    run = RunInputs(ctx.hyperparameters, ctx.config)
+    values = run.outputs()
+    where = (
+        "this machine" if ctx.local else f"SageMaker ({values['instance_count']} x {values['instance_type']}"
+    )
+    where += "" if ctx.local else f", spot {values['spot']}, at most {values['max_runtime_minutes']} min)"
+    console.print(f"inputs are valid: a {values['task']} run on {where}")
+    console.print("hyperparameters: " + " ".join(f"{k}={v}" for k, v in sorted(ctx.hyperparameters.items())))
+    target = os.environ.get("GITHUB_OUTPUT")
+    if target:
+        with Path(target).open("a") as fh:
+            for key, value in values.items():
+                fh.write(f"{key}={value}\n")
+    return 0

@@ -42,6 +42,12 @@ class Context:
         if getattr(args, "home", None):
             self.settings.home = Path(args.home)
         self.home = self.settings.home.resolve()
+        self.hyperparameters: dict[str, str] = {}
+        if hasattr(args, "hp"):  # a command that starts a run: its inputs are checked before anything else
+            from infra.cli.inputs import resolve
+
+            run = resolve(self.config, args, local=self.local)
+            self.config, self.hyperparameters = run.config, run.hyperparameters
 
     @property
     def local(self) -> bool:
@@ -106,23 +112,6 @@ class Context:
             return str(given)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return f"{self.config.project.name}-{stamp}-{secrets.token_hex(2)}"[:63]
-
-
-def _hyperparameters(ctx: Context, pairs: list[str], *, local: bool) -> dict[str, str]:
-    """Config defaults ([local] or [train]), then --hp key=value overrides; validated before a job starts."""
-    from train.config import ConfigError, parse_hyperparameters
-
-    base = dict((ctx.config.local if local else ctx.config.train).hyperparameters)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--hp expects key=value, got {pair!r}")
-        base[key.strip()] = value.strip()
-    try:
-        parse_hyperparameters(base)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    return base
 
 
 def _latest_job(ctx: Context) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from infra.cli import inputs
 from infra.cli.aws import add_aws_commands, add_data_upload
 from infra.cli.commands import (
     cmd_data,
@@ -16,6 +17,7 @@ from infra.cli.commands import (
     cmd_rollback,
     cmd_serve,
     cmd_train,
+    cmd_validate,
     cmd_versions,
 )
 
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     train = sub.add_parser("train", help="run a training job")
     _local_flag(train)
     _hp_flag(train)
+    inputs.add_flags(train)
     train.add_argument("--data", help="dataset directory with train/ validation/ test/ (default: synthetic)")
     train.add_argument("--job-name", help="name the job (default: <project>-<UTC time>-<random>)")
     train.add_argument(
@@ -200,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     pipe = sub.add_parser("pipeline", help="data -> train -> evaluate -> register -> deploy -> verify")
     _local_flag(pipe)
     _hp_flag(pipe)
+    inputs.add_flags(pipe)
     pipe.add_argument("--data", help="dataset directory (default: synthetic, created when missing)")
     pipe.add_argument("--job-name", help="name the training job (default: <project>-<UTC time>-<random>)")
     pipe.add_argument(
@@ -210,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     pipe.set_defaults(handler=cmd_pipeline)
 
     add_aws_commands(sub, _dry_run_flag)
+
+    val = sub.add_parser(
+        "validate",
+        help="check a run's inputs (hyperparameters, instance, spot, runtime) without calling AWS",
+        description="Check what a run would be started with, exactly as `mlops pipeline` checks it, and "
+        "call nothing. In GitHub Actions a bad input is an error annotation naming it, and the resolved "
+        "values go to $GITHUB_OUTPUT (hyperparameters as JSON, task, instance_type, instance_count, spot, "
+        "max_runtime_minutes). Exit 2 on a bad input.",
+    )
+    _local_flag(val)
+    _hp_flag(val)
+    inputs.add_flags(val)
+    val.set_defaults(handler=cmd_validate)
 
     srv = sub.add_parser("serve", help="run the inference server in the foreground")
     group = srv.add_mutually_exclusive_group()
