@@ -37,15 +37,24 @@ def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
     return list(job.get("steps", []))
 
 
+OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "(", ")"}
+
+
 def mlops_commands(script: str) -> list[list[str]]:
-    """Each `mlops ...` command line of a shell script, continuations joined, variables given a value."""
+    """Each `mlops ...` command of a shell script, up to the next shell operator: continuations joined,
+    variables given a value, and an array of optional flags (`"${flags[@]}"`) left out."""
     joined = re.sub(r"\\\n\s*", " ", script)
     commands = []
-    for line in joined.splitlines():
-        words = shlex.split(re.sub(r"\$\{?\w+\}?", "1", line), comments=True)
+    for raw in joined.splitlines():
+        line = re.sub(r"\$\{\w+\}|\$\w+", "1", re.sub(r'"?\$\{\w+\[@\]\}"?', "", raw))
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split, lexer.commenters = True, "#"
+        words = list(lexer)
         for i, word in enumerate(words):
             if word.endswith("/mlops") or word == "mlops":
-                commands.append(words[i + 1 :])
+                rest = words[i + 1 :]
+                cut = next((j for j, w in enumerate(rest) if w in OPERATORS), len(rest))
+                commands.append(rest[:cut])
                 break
     return commands
 
@@ -106,5 +115,7 @@ def test_every_mlops_command_a_workflow_runs_exists(path):
 def test_the_command_check_sees_continuations_and_variables():
     script = 'set -e\n.venv/bin/mlops validate --epochs "$EPOCHS" \\\n  --spot "${SPOT}"\necho done\n'
     assert mlops_commands(script) == [["validate", "--epochs", "1", "--spot", "1"]]
+    piped = '.venv/bin/mlops cleanup "${apply[@]}" | tee -a "$GITHUB_STEP_SUMMARY"'
+    assert mlops_commands(piped) == [["cleanup"]]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["validate", "--no-such-flag"])
