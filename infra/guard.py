@@ -42,8 +42,12 @@ UNKNOWN = _Unknown()
 class Recovery:
     safe: bool  # no failed version serves, and production serves whatever served before
     serving: int | _Unknown | None
-    message: str
-    steps: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)  # what was found and done, in order
+    rolled_back: bool = False  # the version that served before was deployed again, and serves
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.steps)
 
     @property
     def exit_code(self) -> int:
@@ -131,7 +135,7 @@ def recover(  # noqa: PLR0911 -- one return per state the endpoint can be found 
     now = serving(platform)
     if isinstance(now, _Unknown):
         steps.append("what the endpoint serves now could not be read: check it before anything else")
-        return Recovery(False, UNKNOWN, "; ".join(steps), steps)
+        return Recovery(False, UNKNOWN, steps)
     if now == version:
         if previous is not None and previous != version:
             return _restore(platform, previous, steps, failed=version, allow_untested=allow_untested)
@@ -142,20 +146,20 @@ def recover(  # noqa: PLR0911 -- one return per state the endpoint can be found 
                 f"v{version} STILL SERVES: nothing served before it, and taking it out of service "
                 f"failed ({exc})"
             )
-            return Recovery(False, version, "; ".join(steps), steps)
+            return Recovery(False, version, steps)
         steps.append(f"nothing served before it, so it was taken out of service ({done}): nothing serves")
-        return Recovery(True, None, "; ".join(steps), steps)
+        return Recovery(True, None, steps)
     if now is None:
         if previous is None:
             steps.append("nothing serves, as before")
-            return Recovery(True, None, "; ".join(steps), steps)
+            return Recovery(True, None, steps)
         steps.append(f"nothing serves now, although v{previous} did before")
         return _restore(platform, previous, steps, failed=None, allow_untested=allow_untested)
     if now == previous:
         steps.append(f"v{now} still serves (the candidate does not)")
     else:
         steps.append(f"v{now} serves")
-    return Recovery(True, now, "; ".join(steps), steps)
+    return Recovery(True, now, steps)
 
 
 def _restore(
@@ -168,17 +172,17 @@ def _restore(
         problem = str(exc)
     if problem is None:
         steps.append(f"rolled back to v{previous}, which serves again")
-        return Recovery(True, previous, "; ".join(steps), steps)
+        return Recovery(True, previous, steps, rolled_back=True)
     now = serving(platform)
     if now == previous:
         steps.append(f"v{previous} serves again, although its rollback reported: {problem}")
-        return Recovery(True, previous, "; ".join(steps), steps)
+        return Recovery(True, previous, steps)
     if failed is not None and now == failed:
         steps.append(f"v{failed} STILL SERVES: the rollback to v{previous} failed ({problem})")
     else:
         what = "what serves is unknown" if isinstance(now, _Unknown) else f"serving: {_label(now)}"
         steps.append(f"the rollback to v{previous} failed ({problem}); {what}")
-    return Recovery(False, now, "; ".join(steps), steps)
+    return Recovery(False, now, steps)
 
 
 def _label(version: int | None) -> str:

@@ -54,13 +54,17 @@ class PipelineReport:
     decision: gate.Decision | None = None
     production_before: ModelVersion | None = None
     version: ModelVersion | None = None
-    deploy: DeployResult | None = None
     guarded: guard.Guarded | None = None
     recovery: guard.Recovery | None = None  # after a failed deploy or verification
     verify: dict[str, Any] | None = None
     endpoint_url: str | None = None
     outcome: str = ""
     exit_code: int = 0
+
+    @property
+    def deploy(self) -> DeployResult | None:
+        """The platform's own account of the deploy (None when it raised or never ran)."""
+        return self.guarded.result if self.guarded else None
 
 
 class StageObserver(Protocol):
@@ -147,7 +151,7 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
 
     def do_deploy(version: ModelVersion) -> tuple[str, str]:
         guarded = guard.deploy(platform, version.version)
-        report.guarded, report.deploy, report.recovery = guarded, guarded.result, guarded.recovery
+        report.guarded, report.recovery = guarded, guarded.recovery
         report.endpoint_url = guarded.result.url if guarded.result else platform.endpoint_status().url
         if not guarded.ok:
             return FAILED, guarded.message
@@ -194,9 +198,12 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
         return report
     if not stage("deploy", lambda: do_deploy(candidate)):
         if report.guarded is None:  # refused before anything changed (a UsageError), or an internal error
-            return stop(
-                "deploy", f"deploy of {candidate.label} refused; production is unchanged", guard.DEPLOY_FAILED
+            outcome = (
+                f"deploy of {candidate.label} failed unexpectedly; check what serves"
+                if "deploy" in failure
+                else f"deploy of {candidate.label} refused; production is unchanged"
             )
+            return stop("deploy", outcome, guard.DEPLOY_FAILED)
         skip(("verify",), "deploy failed")
         report.outcome = _failed_outcome("deploy", candidate, report.recovery)
         report.exit_code = report.guarded.exit_code
@@ -222,9 +229,8 @@ def _failed_outcome(what: str, candidate: ModelVersion, recovery: guard.Recovery
         if serving is guard.UNKNOWN
         else ("nothing is serving" if serving is None else f"v{serving} is serving")
     )
-    rolled = any(step.startswith("rolled back to") for step in recovery.steps)
     if not recovery.safe:
         return f"{what} of {candidate.label} failed; {now}; production needs attention: {recovery.steps[-1]}"
-    if rolled:
+    if recovery.rolled_back:
         return f"{what} of {candidate.label} failed; rolled back: {now}"
     return f"{what} of {candidate.label} failed; {now}"

@@ -390,10 +390,7 @@ def cmd_validate(ctx: Context) -> int:
     """The inputs were resolved and checked when the Context was made; show them and hand them on."""
     import os
 
-    from infra.cli.inputs import RunInputs
-
-    run = RunInputs(ctx.hyperparameters, ctx.config)
-    values = run.outputs()
+    values = ctx.run.outputs()
     where = (
         "this machine" if ctx.local else f"SageMaker ({values['instance_count']} x {values['instance_type']}"
     )

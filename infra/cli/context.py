@@ -11,12 +11,15 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from infra.errors import UsageError
 from infra.settings import load
+
+if TYPE_CHECKING:
+    from infra.cli.inputs import RunInputs
 
 CONTENT_TYPES = {
     ".png": "image/png",
@@ -42,12 +45,23 @@ class Context:
         if getattr(args, "home", None):
             self.settings.home = Path(args.home)
         self.home = self.settings.home.resolve()
-        self.hyperparameters: dict[str, str] = {}
+        self._run: RunInputs | None = None
         if hasattr(args, "hp"):  # a command that starts a run: its inputs are checked before anything else
             from infra.cli.inputs import resolve
 
-            run = resolve(self.config, args, local=self.local)
-            self.config, self.hyperparameters = run.config, run.hyperparameters
+            self._run = resolve(self.config, args, local=self.local)
+            self.config = self._run.config
+
+    @property
+    def run(self) -> RunInputs:
+        """The resolved run inputs of `train`, `pipeline`, `tune` and `validate`."""
+        if self._run is None:
+            raise UsageError(f"`mlops {self.args.command}` takes no run inputs")
+        return self._run
+
+    @property
+    def hyperparameters(self) -> dict[str, str]:
+        return self.run.hyperparameters
 
     @property
     def local(self) -> bool:
