@@ -30,7 +30,7 @@ test: $(STAMP) ## run the whole test suite (unit, functional, end-to-end)
 test-fast: $(STAMP) ## unit and functional tests only
 	$(BIN)/python -m pytest -m "not e2e"
 
-lint: $(STAMP) ## ruff, ruff format, mypy; hadolint, workflow schema + zizmor, shellcheck
+lint: $(STAMP) ## ruff, ruff format, mypy; hadolint, workflow schema + zizmor, shellcheck, cfn-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -38,6 +38,7 @@ lint: $(STAMP) ## ruff, ruff format, mypy; hadolint, workflow schema + zizmor, s
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/zizmor --offline .github/workflows
 	$(BIN)/shellcheck .ci/run scripts/*.sh
+	$(BIN)/cfn-lint infra/cloudformation/*.yaml
 
 bench: $(STAMP) ## speed benchmarks: data decoding, training throughput, serving latency (figures and ratios)
 	$(BIN)/python tests/benchmarks/run.py

@@ -2,6 +2,7 @@
 and what the summary and the registry say is what happened.
 
     deploy(platform, v)   read what serves -> platform.deploy(v) -> ok, or recover
+    verify(platform, v)   after the switch: held-out test images through the endpoint -> ok, or recover
     recover(...)          after a failed deploy, or a verification that failed after the switch:
       1. mark v failed in the registry (Rejected, with the stage and the reason): never picked again
       2. read what the endpoint serves now: a fact, not what the deploy hoped for. SageMaker serves a new
@@ -18,10 +19,13 @@ report facts (`endpoint_status`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from infra.errors import MlopsError, UsageError
 from infra.history import DEPLOY, ROLLBACK
 from infra.platform import DeployResult, Platform
+from infra.smoke import held_out_samples, smoke_test
 
 # Exit codes (also in infra/cli.py and the README): a failed deploy or verification after which
 # production is safe (the previous version serves, or the failed first deployment was taken down), and
@@ -115,6 +119,28 @@ def deploy(
             allow_untested=allow_untested,
         )
     return guarded
+
+
+def verify(
+    platform: Platform,
+    version: int,
+    *,
+    previous: int | None,
+    data: Path,
+    count: int,
+    classes: list[str],
+) -> tuple[dict[str, Any], Recovery | None]:
+    """After the switch: `count` held-out test images through the platform's invoke (the production
+    path). A failure is recovered from as a failed deploy is; returns the check and the recovery."""
+    samples = held_out_samples(data, count, classes)
+    if samples:
+        check = smoke_test(platform.invoke, samples, classes)
+    else:
+        check = {"ok": False, "images": 0, "errors": ["no test images to verify with"], "accuracy": 0.0}
+    if check["ok"]:
+        return check, None
+    reason = "; ".join(check["errors"])
+    return check, recover(platform, version, previous=previous, stage="verify", reason=reason)
 
 
 def recover(  # noqa: PLR0911 -- one return per state the endpoint can be found in

@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from artifact.manifest import load_manifest
@@ -33,7 +32,6 @@ from infra.champion import Evaluator, champion_metrics, evaluate_in_subprocess
 from infra.errors import MlopsError
 from infra.platform import DeployResult, LineSink, ModelVersion, Platform, TrainingResult, TrainingSpec
 from infra.settings import Config
-from infra.smoke import held_out_samples, smoke_test
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 EXIT_ERROR, EXIT_NO_DATA, EXIT_TRAINING, EXIT_RECORD = 1, 2, 3, 6
@@ -70,14 +68,6 @@ class PipelineReport:
 class StageObserver(Protocol):
     def started(self, name: str) -> None: ...
     def finished(self, stage: Stage) -> None: ...
-
-
-def _verify(platform: Platform, data: Path, count: int, classes: list[str]) -> dict[str, Any]:
-    """After the switch: real test images through the platform's invoke (the production path)."""
-    samples = held_out_samples(data, count, classes)
-    if not samples:
-        return {"ok": False, "images": 0, "errors": ["no test images to verify with"], "accuracy": 0.0}
-    return smoke_test(platform.invoke, samples, classes)
 
 
 def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, one early exit each
@@ -163,20 +153,21 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
 
     def do_verify(version: ModelVersion, training: TrainingResult) -> tuple[str, str]:
         classes = load_manifest(training.model_dir).classes if training.model_dir else []
-        check = _verify(platform, spec.data, config.local.verify_images, classes)
-        report.verify = check
-        if check["ok"]:
-            return (
-                OK,
-                f"{check['images']} test images, accuracy {check['accuracy']:.4f}, "
-                f"p50 {check['p50_ms']:.1f} ms",
-            )
         previous = report.guarded.previous if report.guarded else None
-        report.recovery = guard.recover(
-            platform, version.version, previous=previous, stage="verify", reason="; ".join(check["errors"])
+        check, recovery = guard.verify(
+            platform,
+            version.version,
+            previous=previous,
+            data=spec.data,
+            count=config.local.verify_images,
+            classes=classes,
         )
+        report.verify = check
+        if recovery is None:
+            return OK, verify_line(check)
+        report.recovery = recovery
         report.endpoint_url = platform.endpoint_status().url
-        return FAILED, report.recovery.message
+        return FAILED, recovery.message
 
     if not stage("data", do_data):
         return stop("data", "failed: no data", EXIT_NO_DATA)
@@ -217,6 +208,10 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
     before = report.production_before.label if report.production_before else "none"
     report.outcome = f"promoted {candidate.label} (previous production: {before})"
     return report
+
+
+def verify_line(check: dict[str, Any]) -> str:
+    return f"{check['images']} test images, accuracy {check['accuracy']:.4f}, p50 {check['p50_ms']:.1f} ms"
 
 
 def _failed_outcome(what: str, candidate: ModelVersion, recovery: guard.Recovery | None) -> str:

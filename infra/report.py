@@ -3,19 +3,22 @@ summary (appended to $GITHUB_STEP_SUMMARY when that is set)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
+from infra.gate import Decision
 from infra.pipeline import FAILED, OK, PipelineReport
+from infra.platform import ModelVersion, TrainingResult
 
 _STYLE = {OK: "green", FAILED: "bold red", "skipped": "dim"}
 
 
 def _wandb_line(report: PipelineReport) -> str:
-    info = report.training.wandb if report.training else None
+    return wandb_line(report.training)
+
+
+def wandb_line(training: TrainingResult | None) -> str:
+    info = training.wandb if training else None
     if not info:
         return "none"
     if info.get("url"):
@@ -25,10 +28,14 @@ def _wandb_line(report: PipelineReport) -> str:
 
 
 def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, str]]:
+    return gate_rows(report.decision)
+
+
+def gate_rows(decision: Decision | None) -> list[tuple[str, str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str, str]] = []
-    if report.decision is None:
+    if decision is None:
         return rows
-    for check in report.decision.checks:
+    for check in decision.checks:
         value = "missing" if check.value is None else f"{check.value:.4f}"
         target = f"{check.op} {check.target:.4f}" if check.target is not None else ""
         prod = f"{check.production:.4f}" if check.production is not None else ""
@@ -47,11 +54,15 @@ def _gate_rows(report: PipelineReport) -> list[tuple[str, str, str, str, str, st
 
 
 def _billing_line(report: PipelineReport) -> str | None:
-    if report.training is None or not report.training.billing:
+    return job_billing_line(report.training)
+
+
+def job_billing_line(training: TrainingResult | None) -> str | None:
+    if training is None or not training.billing:
         return None
     from infra.aws.costs import billing_line
 
-    return f"job {report.training.job_name}: {billing_line(report.training.billing)}"
+    return f"job {training.job_name}: {billing_line(training.billing)}"
 
 
 def print_report(report: PipelineReport, console: Console) -> None:
@@ -92,16 +103,7 @@ def markdown(report: PipelineReport) -> str:
     lines += [
         f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.detail.replace('|', '/')} |" for s in report.stages
     ]
-    if report.decision is not None:
-        lines += [
-            "",
-            f"### Quality gate v{report.decision.gate_version}",
-            "",
-            "| metric | check | candidate | required | production (delta) | result |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += ["| " + " | ".join(row) + " |" for row in _gate_rows(report)]
-        lines += [f"\n> {note}" for note in report.decision.notes]
+    lines += gate_markdown(report.decision)
     lines += [
         "",
         f"**Decision:** {report.decision.summary if report.decision else 'none'}",
@@ -115,13 +117,72 @@ def markdown(report: PipelineReport) -> str:
     return "\n".join(lines)
 
 
+def gate_markdown(decision: Decision | None) -> list[str]:
+    if decision is None:
+        return []
+    lines = [
+        "",
+        f"### Quality gate v{decision.gate_version}",
+        "",
+        "| metric | check | candidate | required | production (delta) | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in gate_rows(decision)]
+    lines += [f"\n> {note}" for note in decision.notes]
+    return lines
+
+
+def training_markdown(training: TrainingResult, *, console_url: str | None = None) -> str:
+    """The job summary of one training job (the train job of the pipeline workflow)."""
+    job = f"[{training.job_name}]({console_url})" if console_url else f"`{training.job_name}`"
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(training.metrics.items()))
+    lines = [
+        "## Training",
+        "",
+        f"**Job:** {job} ({training.status}, {training.seconds:.0f} s)",
+        f"**Metrics:** {metrics or 'none'}",
+        f"**W&B run:** {wandb_line(training)}",
+        f"**Billing:** {job_billing_line(training) or 'local run'}",
+    ]
+    if training.failure_reason:
+        lines.append(f"**Failure:** {training.failure_reason}")
+    return "\n".join([*lines, ""])
+
+
+def candidate_markdown(
+    training: TrainingResult,
+    decision: Decision,
+    version: ModelVersion,
+    production: ModelVersion | None,
+    *,
+    console_url: str | None = None,
+) -> str:
+    """The job summary of `mlops register`: the gate table with deltas against production, the W&B run,
+    the job with its console link, and what it cost."""
+    job = f"[{training.job_name}]({console_url})" if console_url else f"`{training.job_name}`"
+    verdict = "approved: it may be deployed" if decision.passed else "REJECTED: it will not be deployed"
+    lines = [
+        f"## Candidate {version.label}: {verdict}",
+        "",
+        f"**Production before:** {production.label if production else 'none'}",
+        *gate_markdown(decision),
+        "",
+        f"**Decision:** {decision.summary}",
+        f"**Version:** {version.label} ({version.status})",
+        f"**Job:** {job}",
+        f"**W&B run:** {wandb_line(training)}",
+        f"**Billing:** {job_billing_line(training) or 'local run'}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def write_step_summary(report: PipelineReport) -> None:
     write_markdown(markdown(report))
 
 
 def write_markdown(text: str) -> None:
     """Append to the GitHub job summary ($GITHUB_STEP_SUMMARY), when running in a workflow."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if target:
-        with Path(target).open("a") as fh:
-            fh.write(text)
+    from infra.github import write_summary
+
+    write_summary(text)

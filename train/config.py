@@ -189,6 +189,20 @@ def describe() -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def check_supported(config: TrainConfig, *, hosts: int = 1) -> None:
+    """What this build can train: a valid config may still ask for a task or a cluster it cannot run.
+    The trainer checks it at start; `mlops validate` checks it before anything is built or started."""
+    if config.task not in IMPLEMENTED_TASKS:
+        raise ConfigError(
+            f"hyperparameter 'task': {config.task!r} is not implemented yet; "
+            f"this build trains: {', '.join(IMPLEMENTED_TASKS)}"
+        )
+    if hosts > 1:
+        raise ConfigError(
+            f"distributed training over {hosts} hosts is not implemented yet; run with one instance"
+        )
+
+
 def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
     """Parse SageMaker-style hyperparameters (strings) into a validated TrainConfig."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}

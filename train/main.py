@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from train.config import IMPLEMENTED_TASKS, ConfigError, TrainConfig, describe, parse_hyperparameters
+from train.config import ConfigError, TrainConfig, check_supported, describe, parse_hyperparameters
 from train.contract import JobPaths, host_info, read_hyperparameters, write_failure
 
 EXIT_CONFIG, EXIT_DATA, EXIT_STOPPED = 2, 3, 143
@@ -292,16 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = parse_hyperparameters(read_hyperparameters(paths))
-        if config.task not in IMPLEMENTED_TASKS:
-            raise ConfigError(
-                f"hyperparameter 'task': {config.task!r} is not implemented yet; "
-                f"this build trains: {', '.join(IMPLEMENTED_TASKS)}"
-            )
         _current, hosts = host_info(paths)
-        if len(hosts) > 1:
-            raise ConfigError(
-                f"distributed training over {len(hosts)} hosts is not implemented yet; run with one instance"
-            )
+        check_supported(config, hosts=len(hosts))
     except (ConfigError, ValueError) as exc:
         write_failure(paths, str(exc))
         return EXIT_CONFIG

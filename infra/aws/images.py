@@ -7,11 +7,14 @@
                IMMUTABLE tags, the pipeline's tags) through the executor for any that are missing.
 3. skip        an image whose tag is already in ECR is not rebuilt: the same SHA is the same code, and an
                IMMUTABLE repository would refuse the push anyway. Its registry digest is returned.
-4. build       docker SDK `images.build` with CODE_VERSION=<sha> (only now is a Docker engine needed).
-5. push        GetAuthorizationToken -> `login` -> `images.push`; errors in the push stream are raised.
-6. digest      DescribeImages: the registry's digest is the truth, and deploys pin it (`by_digest`).
+4. cache       DescribeImages: the repository's most recently pushed tagged image is pulled (after the
+               ECR login) and handed to the build as `cache_from`, because CI runners start with an
+               empty Docker cache. Best effort: an empty repository or a failed pull is a note.
+5. build       docker SDK `images.build` with CODE_VERSION=<sha> (only now is a Docker engine needed).
+6. push        GetAuthorizationToken -> `login` -> `images.push`; errors in the push stream are raised.
+7. digest      DescribeImages: the registry's digest is the truth, and deploys pin it (`by_digest`).
 
-A dry run plans stage 2 as CreateRepository requests through the executor, says what stages 3-6 would
+A dry run plans stage 2 as CreateRepository requests through the executor, says what stages 3-7 would
 do through `on_event`, and never touches Docker.
 """
 
@@ -127,6 +130,24 @@ def image_digest(aws: Aws, repository: str, tag: str) -> str | None:
     return str(details[0]["imageDigest"]) if details else None
 
 
+def newest_tagged(details: list[dict[str, Any]]) -> str | None:
+    """The first tag of the most recently pushed image that has one, from DescribeImages' imageDetails."""
+    tagged = [d for d in details if d.get("imageTags") and d.get("imagePushedAt") is not None]
+    if not tagged:
+        return None
+    return str(max(tagged, key=lambda d: d["imagePushedAt"])["imageTags"][0])
+
+
+def latest_tag(aws: Aws, repository: str) -> str | None:
+    """The tag of the image pushed last to `repository` (None when it holds no tagged image)."""
+    details: list[dict[str, Any]] = []
+    with aws_errors(f"listing the images in {repository}"):
+        pages = aws.client("ecr").get_paginator("describe_images")
+        for page in pages.paginate(repositoryName=repository, filter={"tagStatus": "TAGGED"}):
+            details.extend(page.get("imageDetails") or [])
+    return newest_tagged(details)
+
+
 @dataclass(frozen=True)
 class ImageRef:
     image: str  # "train" | "serve"
@@ -182,7 +203,8 @@ def publish(
             on_event(f"would build {dockerfile} as {uri}:{git_sha} and push it")
             refs[image] = ImageRef(image, uri, git_sha, None, pushed=False)
             continue
-        engine.build(context, dockerfile, f"{uri}:{git_sha}", git_sha)
+        cache = engine.pull_cache(aws, uri, _cache_tag(aws, name, on_event))
+        engine.build(context, dockerfile, f"{uri}:{git_sha}", git_sha, cache_from=cache)
         engine.push(aws, uri, git_sha)
         digest = image_digest(aws, name, git_sha)
         if digest is None:
@@ -214,9 +236,35 @@ class _Engine:
             self._client = client
         return self._client
 
-    def build(self, context: Path, dockerfile: str, tag: str, git_sha: str) -> None:
-        self._on_event(f"building {dockerfile} as {tag}")
+    def pull_cache(self, aws: Aws, uri: str, tag: str | None) -> list[str]:
+        """Pull `uri:tag` to seed the layer cache: [that image], or [] (with a note) when there is none
+        or it cannot be pulled. A build without a cache is slower, never wrong."""
+        if tag is None:
+            self._on_event(f"no earlier image in {uri}: building without a layer cache")
+            return []
+        reference = f"{uri}:{tag}"
+        client = self.client  # no engine at all is the build's error to report, not a note
+        try:
+            credentials = self._login(aws, uri.split("/", 1)[0])
+            self._on_event(f"pulling {reference} as the layer cache")
+            with _docker_errors(f"pulling {reference}", MlopsError):
+                client.images.pull(uri, tag=tag, platform=PLATFORM, auth_config=credentials)
+        except MlopsError as exc:
+            self._on_event(
+                f"note: could not pull {reference} for the layer cache ({exc}); building without it"
+            )
+            return []
+        return [reference]
+
+    def build(
+        self, context: Path, dockerfile: str, tag: str, git_sha: str, *, cache_from: list[str] | None = None
+    ) -> None:
+        self._on_event(
+            f"building {dockerfile} as {tag}" + (f" (cache from {cache_from[0]})" if cache_from else "")
+        )
         client = self.client
+        # Layers of `cache_from` are reused where their instructions and inputs match this build's.
+        extra: dict[str, Any] = {"cache_from": cache_from} if cache_from else {}
         with _docker_errors(f"building {dockerfile}", MlopsError):
             client.images.build(
                 path=str(context),
@@ -225,6 +273,7 @@ class _Engine:
                 buildargs={"CODE_VERSION": git_sha},
                 platform=PLATFORM,
                 rm=True,
+                **extra,
             )
 
     def push(self, aws: Aws, uri: str, tag: str) -> None:
@@ -304,6 +353,14 @@ def _describe_repository(aws: Aws, name: str, *, dry_run: bool) -> str | None:
     return str(response["repositories"][0]["repositoryUri"])
 
 
+def _cache_tag(aws: Aws, name: str, on_event: EventSink) -> str | None:
+    try:
+        return latest_tag(aws, name)
+    except AwsError as exc:  # the cache only saves time: never fail a publish over it
+        on_event(f"note: could not list {name} for a layer cache ({exc}); building without one")
+        return None
+
+
 def _existing_digest(aws: Aws, name: str, tag: str, *, dry_run: bool) -> str | None:
     try:
         return image_digest(aws, name, tag)
@@ -339,6 +396,8 @@ __all__ = [
     "create_repository_call",
     "ensure_repositories",
     "image_digest",
+    "latest_tag",
+    "newest_tagged",
     "publish",
     "repository_name",
 ]

@@ -15,6 +15,7 @@ Every mutation goes through the executor: with a DryRunExecutor the same code pr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,18 @@ class AwsPlatform:
         return self._images
 
     def image(self, name: str) -> str:
-        """The image for this git SHA, by digest: published in this run, or found in ECR."""
+        """The image for this git SHA, by digest: published in this run, handed on by the workflow job
+        that pushed it (MLOPS_TRAIN_IMAGE / MLOPS_SERVE_IMAGE), or found in ECR by its tag."""
         if name in self._images and self._images[name].digest:
             return self._images[name].by_digest
+        given = getattr(self.aws.settings, f"{name}_image", None)
+        if given:
+            if not re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", given):
+                variable = f"MLOPS_{name.upper()}_IMAGE"
+                raise UsageError(
+                    f"{variable}={given!r} is not an image by digest (REPOSITORY_URI@sha256:...)"
+                )
+            return str(given)
         repository = images.repository_name(self.project, name)
         try:
             digest = images.image_digest(self.aws, repository, self.git_sha)

@@ -44,6 +44,10 @@ class AwsSettings:
     wandb_secret_arn: str | None = None
     owner: str = "unknown"
     trigger: str = "cli"
+    # Images by digest, handed on by the workflow job that pushed them (MLOPS_TRAIN_IMAGE/SERVE_IMAGE);
+    # unset, the image tagged with the git SHA is looked up in ECR.
+    train_image: str | None = None
+    serve_image: str | None = None
 
     @classmethod
     def from_env(cls, project: str, env: Mapping[str, str] | None = None) -> AwsSettings:
@@ -62,6 +66,8 @@ class AwsSettings:
             wandb_secret_arn=get("MLOPS_WANDB_SECRET_ARN"),
             owner=get("MLOPS_OWNER", "GITHUB_ACTOR", "USER") or "unknown",
             trigger=get("MLOPS_TRIGGER", "GITHUB_EVENT_NAME") or "cli",
+            train_image=get("MLOPS_TRAIN_IMAGE"),
+            serve_image=get("MLOPS_SERVE_IMAGE"),
         )
 
     def require(self, *names: str) -> None:

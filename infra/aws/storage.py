@@ -209,6 +209,77 @@ def download_file(aws: Aws, uri: str, dest: Path) -> Path:
     return dest
 
 
+@dataclass
+class DownloadResult:
+    uri: str
+    root: Path
+    files: int  # files under the prefix (in the splits asked for)
+    downloaded: int  # fetched this time; the others were already there with the same size
+    seconds: float
+
+
+def download_dataset(
+    aws: Aws,
+    uri: str,
+    dest: Path,
+    *,
+    splits: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    max_workers: int = 16,
+) -> DownloadResult:
+    """Fetch a dataset prefix (what `upload_dataset` made, or any ImageFolder layout under a prefix) into
+    `dest`, only `splits` when given (a deploy needs only test/). A file already there with the same size
+    is kept, so a second call fetches nothing; each file appears whole or not at all. The same bytes come
+    back, so uploading `dest` again finds the same content-addressed prefix and sends nothing."""
+    started = time.perf_counter()
+    bucket, key = parse_s3_uri(uri)
+    prefix = key if key.endswith("/") else key + "/"
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise UsageError(f"unknown split(s) {unknown}; a dataset has {', '.join(SPLITS)}")
+    listed = _existing_sizes(aws, bucket, prefix, dry_run=False)
+    wanted = {
+        k: size
+        for k, size in listed.items()
+        if not k.endswith("/")
+        and (not splits or k[len(prefix) :].split("/", 1)[0] in splits or "/" not in k[len(prefix) :])
+    }
+    if not any("/" in k[len(prefix) :] for k in wanted):
+        what = f" in {', '.join(splits)}" if splits else ""
+        raise UsageError(
+            f"no dataset files{what} under s3://{bucket}/{prefix}: upload one with `mlops data upload` "
+            "(it prints the prefix), or check the URI"
+        )
+    root = Path(dest).expanduser()
+    for rel in wanted:
+        # Keys become paths below `root` only: a key with `..` or an absolute part is refused.
+        part = Path(rel[len(prefix) :])
+        if part.is_absolute() or ".." in part.parts:
+            raise UsageError(f"refusing the S3 key {rel!r}: it would leave {root}")
+    todo = [k for k, size in wanted.items() if not _same_size(root / k[len(prefix) :], size)]
+    done = len(wanted) - len(todo)
+    if progress:
+        progress(done, len(wanted))
+    with cancelling_pool(max_workers, "s3-download") as pool:
+        futures = {
+            pool.submit(download_file, aws, f"s3://{bucket}/{k}", root / k[len(prefix) :]) for k in todo
+        }
+        while futures:
+            finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()
+                done += 1
+                if progress:
+                    progress(done, len(wanted))
+    return DownloadResult(
+        f"s3://{bucket}/{prefix}", root, len(wanted), len(todo), time.perf_counter() - started
+    )
+
+
+def _same_size(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
+
+
 def download_model(aws: Aws, model_tar_uri: str, dest: Path) -> Path:
     """Fetch a model.tar.gz, extract it safely into `dest` and verify it against its manifest.
 
@@ -363,9 +434,11 @@ def _human(size: int) -> str:
 
 
 __all__ = [
+    "DownloadResult",
     "UploadResult",
     "channel_uris",
     "dataset_prefix",
+    "download_dataset",
     "download_file",
     "download_model",
     "parse_s3_uri",

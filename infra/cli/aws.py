@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,7 +129,7 @@ def plan_pipeline(
 def cmd_data_upload(ctx: Context) -> int:
     platform = _aws(ctx)
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
-    result = platform.upload_data(data, progress=_progress(console, "uploading"))
+    result = platform.upload_data(data, progress=progress_printer(console, "uploading"))
     verb = "would upload" if ctx.dry_run else "uploaded"
     console.print(
         f"{verb} {data} -> {result.uri}: {result.uploaded} uploaded, {result.skipped} unchanged, "
@@ -137,7 +138,7 @@ def cmd_data_upload(ctx: Context) -> int:
     return 0
 
 
-def _progress(console: Any, label: str) -> Callable[[int, int], None]:
+def progress_printer(console: Any, label: str) -> Callable[[int, int], None]:
     state = {"last": -1}
 
     def report(done: int, total: int) -> None:
@@ -150,45 +151,140 @@ def _progress(console: Any, label: str) -> Callable[[int, int], None]:
 
 
 def cmd_images_publish(ctx: Context) -> int:
+    from infra.github import write_outputs, write_summary
+
     platform = _aws(ctx)
     refs = platform.publish_images(Path(ctx.args.context))
+    lines = []
     for name, ref in refs.items():
         state = "pushed" if ref.pushed else ("already in ECR" if ref.digest else "planned")
-        console.print(
+        lines.append(
             f"{name}: {ref.by_digest if ref.digest else ref.repository_uri + ':' + ref.tag} ({state})"
         )
+        console.print(lines[-1])
+    if not ctx.dry_run:
+        # Later workflow jobs pin these digests (MLOPS_TRAIN_IMAGE, MLOPS_SERVE_IMAGE).
+        write_outputs({f"{name}_image": ref.by_digest for name, ref in refs.items()})
+        write_summary("## Images\n\n" + "\n".join(f"- `{line}`" for line in lines) + "\n")
     return 0
 
 
 def cmd_tune(ctx: Context) -> int:
     from infra.aws import storage, tuning
+    from infra.github import write_outputs, write_summary
     from infra.platform import TrainingSpec
 
+    config = tuning_config(ctx)
     platform = _aws(ctx)
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
     spec = TrainingSpec(ctx.job_name(), ctx.hyperparameters, data, ctx.code_version())
     uploaded = platform.upload_data(data)
     job = platform.job_spec(spec, storage.channel_uris(uploaded.uri))
     name = f"{ctx.config.project.name[:14]}-{spec.job_name[-13:]}"[:32].strip("-")
-    tuning.start_tuning(platform.aws, name, job, ctx.config.aws.tuning, platform.executor)
+    console.print(
+        f"tuning {', '.join(sorted(config.ranges))} for {config.objective}: {config.max_jobs} trials, "
+        f"{config.max_parallel_jobs} at a time ({config.strategy})"
+    )
+    tuning.start_tuning(platform.aws, name, job, config, platform.executor)
     if ctx.dry_run:
         return 0
     outcome = tuning.wait_tuning(platform.aws, name, on_event=lambda line: console.print(f"  {line}"))
-    from rich.table import Table
-
-    table = Table(title=f"tuning job {name}: {outcome.status}")
-    for col in ("trial", "status", ctx.config.aws.tuning.objective, "hyperparameters"):
-        table.add_column(col)
-    for trial in outcome.trials:
-        tuned = ", ".join(
-            f"{k}={v}" for k, v in sorted(trial.hyperparameters.items()) if not k.startswith("_")
+    console.print(f"tuning job {name}: {outcome.status}")
+    console.print(outcome.table(), highlight=False, markup=False)
+    best = outcome.best
+    if best:
+        console.print(f"best: {best.job_name} ({outcome.objective}={best.objective})")
+        write_outputs(
+            {
+                "best_job": best.job_name,
+                "best_objective": str(best.objective),
+                "best_hyperparameters": json.dumps(best.hyperparameters, sort_keys=True),
+            }
         )
-        objective = f"{trial.objective:.4f}" if trial.objective is not None else ""
-        table.add_row(trial.job_name, trial.status, objective, tuned)
-    console.print(table)
-    if outcome.best:
-        console.print(f"best: {outcome.best.job_name} ({outcome.best.objective})")
+    write_summary(tuning_markdown(outcome, config))
+    if outcome.status != "Completed" or best is None:
+        from infra.errors import TrainingFailed
+
+        raise TrainingFailed(
+            f"tuning job {name} ended {outcome.status}: {outcome.failure_reason or 'no best trial'}"
+        )
     return 0
+
+
+def tuning_config(ctx: Context) -> Any:
+    """[aws.tuning] of mlops.toml with --ranges-json, --max-jobs, --max-parallel-jobs and --objective
+    applied, validated as the config itself is (the tune workflow's inputs)."""
+    from pydantic import ValidationError
+
+    from infra.cli.inputs import InputError
+    from infra.settings import TuningConfig
+
+    base = ctx.config.aws.tuning.model_dump()
+    args = ctx.args
+    if args.ranges_json and args.ranges_json.strip():
+        try:
+            ranges = json.loads(args.ranges_json)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                "--ranges-json", f"is not valid JSON ({exc.msg} at character {exc.pos})"
+            ) from None
+        if not isinstance(ranges, dict) or not ranges:
+            raise InputError("--ranges-json", "must be a non-empty JSON object of name: range")
+        base["ranges"] = ranges
+    for flag in ("max_jobs", "max_parallel_jobs", "objective"):
+        value = getattr(args, flag, None)
+        if value is not None and str(value).strip():
+            base[flag] = str(value).strip()
+    try:
+        config = TuningConfig.model_validate(base)
+        from infra.aws.tuning import parameter_ranges
+
+        parameter_ranges(config.ranges)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "--ranges-json"
+        raise InputError(where, str(first["msg"])) from None
+    except UsageError as exc:
+        raise InputError("--ranges-json", str(exc)) from None
+    if config.max_parallel_jobs > config.max_jobs:
+        raise InputError(
+            "--max-parallel-jobs", f"{config.max_parallel_jobs} is more than --max-jobs {config.max_jobs}"
+        )
+    return config
+
+
+def tuning_markdown(outcome: Any, config: Any) -> str:
+    keys = sorted({k for t in outcome.trials for k in t.hyperparameters})
+    lines = [
+        f"## Tuning {outcome.name}: {outcome.status}",
+        "",
+        f"{config.strategy} search of {', '.join(sorted(config.ranges))}, {outcome.goal.lower()} "
+        f"`{outcome.objective}`, {config.max_jobs} trials ({config.max_parallel_jobs} in parallel)",
+        "",
+    ]
+    if outcome.best:
+        best = ", ".join(f"`{k}={v}`" for k, v in sorted(outcome.best.hyperparameters.items()))
+        lines += [
+            f"**Best:** {outcome.best.job_name}: {outcome.objective} = {outcome.best.objective}",
+            "",
+            f"**Best parameters:** {best}",
+            "",
+        ]
+    lines += [
+        "| trial | status | " + " | ".join([outcome.objective, *keys]) + " |",
+        "|---|---|" + "---|" * (len(keys) + 1),
+    ]
+    for t in outcome.trials:
+        mark = " (best)" if outcome.best and t.job_name == outcome.best.job_name else ""
+        objective = "" if t.objective is None else f"{t.objective:.4f}"
+        lines.append(
+            f"| {t.job_name}{mark} | {t.status} | {objective} | "
+            + " | ".join(t.hyperparameters.get(k, "") for k in keys)
+            + " |"
+        )
+    if outcome.failure_reason:
+        lines += ["", f"**Failure:** {outcome.failure_reason}"]
+    return "\n".join([*lines, ""])
 
 
 def cmd_jobs(ctx: Context) -> int:
@@ -262,9 +358,23 @@ def add_aws_commands(sub: Any, dry_run_flag: Callable[[argparse.ArgumentParser],
     dry_run_flag(pub)
     images.set_defaults(handler=cmd_images_publish)
 
-    tune = sub.add_parser("tune", help="Bayesian hyperparameter tuning on SageMaker (ranges in mlops.toml)")
+    tune = sub.add_parser(
+        "tune",
+        help="hyperparameter tuning on SageMaker (ranges in mlops.toml [aws.tuning], or --ranges-json)",
+    )
     tune.add_argument("--data", help="dataset directory (default: $MLOPS_HOME/data/synthetic)")
     tune.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="static hyperparameter")
+    tune.add_argument(
+        "--ranges-json",
+        metavar="JSON",
+        help='ranges to search instead of [aws.tuning] ranges, e.g. \'{"learning_rate": {"min": 0.01, '
+        '"max": 0.4, "scaling": "Logarithmic"}, "optimizer": {"values": ["sgd", "adamw"]}}\'',
+    )
+    tune.add_argument("--max-jobs", help="trials in all (default: [aws.tuning] max_jobs)")
+    tune.add_argument(
+        "--max-parallel-jobs", help="trials at a time (default: [aws.tuning] max_parallel_jobs)"
+    )
+    tune.add_argument("--objective", help="metric to maximise (default: [aws.tuning] objective)")
     from infra.cli.inputs import add_flags
 
     add_flags(tune)

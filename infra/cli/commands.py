@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -62,6 +63,48 @@ def cmd_data(ctx: Context) -> int:
     return 0
 
 
+def cmd_data_prepare(ctx: Context) -> int:
+    """One dataset source, however it is given: a built-in name is made on this machine (deterministic,
+    so every workflow job makes the same bytes), an s3:// prefix is downloaded. Workflow jobs start bare
+    and call this before training, evaluating or deploying."""
+    source, args = ctx.args.source.strip(), ctx.args
+    out = Path(args.out) if args.out else ctx.home / "data" / "prepared"
+    splits = tuple(args.split or ())
+    if source.startswith("s3://"):
+        from infra.aws.storage import download_dataset
+        from infra.cli.aws import aws_platform, progress_printer
+
+        platform = aws_platform(ctx)
+        result = download_dataset(
+            platform.aws, source, out, splits=splits, progress=progress_printer(console, "downloading")
+        )
+        console.print(
+            f"dataset {result.uri} -> {result.root}: {result.downloaded} downloaded, "
+            f"{result.files - result.downloaded} already there, {result.files} files "
+            f"in {result.seconds:.1f}s"
+        )
+        return 0
+    if source not in BUILT_IN_DATASETS:
+        raise UsageError(
+            f"unknown dataset source {source!r}: use one of {', '.join(BUILT_IN_DATASETS)}, or an s3:// "
+            "prefix made by `mlops data upload`"
+        )
+    if splits:
+        console.print(f"note: {source} is generated whole (--split applies to s3:// sources)")
+    ctx.args = argparse.Namespace(
+        **{**vars(args), "dataset": source, "out": str(out), "seed": 0, "size": 32, "force": False},
+        archive=None,
+        classes=8,
+        train_per_class=250,
+        val_per_class=50,
+        test_per_class=50,
+    )
+    return cmd_data(ctx)
+
+
+BUILT_IN_DATASETS = ("synthetic", "digits", "cifar10")
+
+
 def cmd_train(ctx: Context) -> int:
     from infra.console import TrainingDisplay
     from infra.platform import TrainingSpec
@@ -91,6 +134,7 @@ def cmd_train(ctx: Context) -> int:
     console.print(f"job {result.job_name}: {result.status} in {result.seconds:.1f}s")
     if result.status == "Planned":
         return 0
+    _hand_on_training(ctx, platform, result)
     if result.billing:
         from infra.aws.costs import billing_line
 
@@ -106,7 +150,24 @@ def cmd_train(ctx: Context) -> int:
     return 0
 
 
-def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any]:
+def _console_url(ctx: Context, platform: Any, job: str) -> str | None:
+    if ctx.local:
+        return None
+    from infra.github import training_job_url
+
+    return training_job_url(platform.aws.region, job)
+
+
+def _hand_on_training(ctx: Context, platform: Any, result: Any) -> None:
+    """In a workflow: the job's name and status for later jobs, and its summary for the reviewer."""
+    from infra.github import write_outputs, write_summary
+    from infra.report import training_markdown
+
+    write_outputs({"job_name": result.job_name, "status": result.status})
+    write_summary(training_markdown(result, console_url=_console_url(ctx, platform, result.job_name)))
+
+
+def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any, Any]:
     from infra import gate
     from infra.champion import champion_metrics
 
@@ -123,13 +184,13 @@ def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any]:
     decision = gate.evaluate(
         result.metrics, ctx.config.gate, compare, production.label if production else None, notes
     )
-    return result, decision
+    return result, decision, production
 
 
 def cmd_evaluate(ctx: Context) -> int:
     platform = ctx.platform()
     job = ctx.args.job or _latest_job(ctx)
-    _result, decision = _decide(ctx, platform, job)
+    _result, decision, _production = _decide(ctx, platform, job)
     console.print(f"job {job} against gate v{decision.gate_version} ({ctx.config.source}):")
     for reason in decision.reasons:
         console.print(f"  {reason}")
@@ -143,9 +204,22 @@ def cmd_evaluate(ctx: Context) -> int:
 def cmd_register(ctx: Context) -> int:
     platform = ctx.platform()
     job = ctx.args.job or _latest_job(ctx)
-    result, decision = _decide(ctx, platform, job)
+    result, decision, production = _decide(ctx, platform, job)
     version = platform.register(result, decision.to_dict())
     console.print(f"registered {version.label} from job {job}: {version.status} ({decision.summary})")
+    from infra.github import write_outputs, write_summary
+    from infra.report import candidate_markdown
+
+    write_outputs(
+        {"version": str(version.version), "status": version.status, "approved": str(decision.passed).lower()}
+    )
+    write_summary(
+        candidate_markdown(
+            result, decision, version, production, console_url=_console_url(ctx, platform, job)
+        )
+    )
+    if ctx.args.fail_on_reject and not decision.passed:
+        raise GateRejected(f"{version.label} is registered as Rejected: {decision.summary}")
     return 0
 
 
@@ -176,11 +250,16 @@ def cmd_versions(ctx: Context) -> int:
     return 0
 
 
-def _finish_deploy(ctx: Context, what: str, guarded: Any) -> int:
-    """Print what the guarded deploy did (and write it to the GitHub job summary); its exit code."""
+def _finish_deploy(ctx: Context, what: str, guarded: Any, verified: Any = None) -> int:
+    """Print what the guarded deploy (and its verification) did, write it to the GitHub job summary with
+    what served before and after, and return its exit code."""
+    from infra import guard
+    from infra.pipeline import verify_line
     from infra.report import write_markdown
 
+    check, recovery = verified if verified is not None else (None, None)
     result = guarded.result
+    ok = guarded.ok and recovery is None
     lines = [guarded.message]
     if guarded.ok and result is not None and result.smoke:
         lines.append(
@@ -188,17 +267,61 @@ def _finish_deploy(ctx: Context, what: str, guarded: Any) -> int:
         )
     if guarded.ok and result is not None and not result.tested:
         lines.append("NOT smoke-tested: deployed with --allow-untested")
+    if check is not None:
+        lines.append(
+            f"verification failed: {recovery.message}" if recovery else f"verified: {verify_line(check)}"
+        )
     for line in lines:
-        (console if guarded.ok else err).print(line, highlight=False, markup=False)
-    status = "ok" if guarded.ok else f"FAILED (exit {guarded.exit_code})"
-    write_markdown("\n".join([f"## mlops {what}: {status}", "", *(f"- {line}" for line in lines), ""]))
-    return int(guarded.exit_code)
+        (console if ok else err).print(line, highlight=False, markup=False)
+    now = guard.serving(ctx.platform_cached())
+    after = "unknown (check `mlops endpoint status`)" if now is guard.UNKNOWN else _label(now)
+    code = int(recovery.exit_code if recovery is not None else guarded.exit_code)
+    status = "ok" if ok else f"FAILED (exit {code})"
+    write_markdown(
+        "\n".join(
+            [
+                f"## mlops {what}: {status}",
+                "",
+                f"**Serving before:** {_label(guarded.previous)}",
+                f"**Serving after:** {after}",
+                "",
+                *(f"- {line}" for line in lines),
+                "",
+            ]
+        )
+    )
+    return code
+
+
+def _label(version: Any) -> str:
+    return f"v{version}" if isinstance(version, int) else "nothing"
+
+
+def _verify_after(ctx: Context, platform: Any, version: int, guarded: Any) -> Any:
+    """`--verify`: held-out test images through the endpoint after the switch, as the pipeline does."""
+    from artifact.manifest import load_manifest
+    from infra import guard
+
+    if not ctx.args.verify or not guarded.ok:
+        return None
+    registered = {v.version: v for v in platform.versions()}[version]
+    classes = load_manifest(platform.model_dir(registered)).classes
+    data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
+    console.print(f"verifying v{version}: {ctx.config.local.verify_images} held-out test images")
+    return guard.verify(
+        platform,
+        version,
+        previous=guarded.previous,
+        data=data,
+        count=ctx.config.local.verify_images,
+        classes=classes,
+    )
 
 
 def cmd_deploy(ctx: Context) -> int:
     from infra import guard
 
-    platform = ctx.platform()
+    platform = ctx.platform_cached()
     version = ctx.args.version
     if version is None:
         approved = [v for v in platform.versions() if v.status == "Approved"]
@@ -219,14 +342,16 @@ def cmd_deploy(ctx: Context) -> int:
         platform.deploy(version, allow_untested=ctx.args.allow_untested)
         return 0
     guarded = guard.deploy(platform, version, allow_untested=ctx.args.allow_untested)
-    return _finish_deploy(ctx, f"deploy v{version}", guarded)
+    verified = _verify_after(ctx, platform, version, guarded)
+    return _finish_deploy(ctx, f"deploy v{version}", guarded, verified)
 
 
 def cmd_rollback(ctx: Context) -> int:
     from infra import guard
     from infra.history import ROLLBACK, rollback_target
 
-    platform = ctx.platform()
+    platform = ctx.platform_cached()
+    _check_endpoint(ctx, platform)
     current = guard.serving(platform)
     if current is guard.UNKNOWN:
         raise UsageError("cannot read what the endpoint serves; check `mlops endpoint status`")
@@ -257,6 +382,20 @@ def cmd_rollback(ctx: Context) -> int:
     return _finish_deploy(ctx, f"rollback to v{target}", guarded)
 
 
+def _check_endpoint(ctx: Context, platform: Any) -> None:
+    """`--endpoint NAME` (the rollback workflow's input) must name this project's endpoint: a typo, or
+    another project's endpoint, is refused before anything changes."""
+    given = getattr(ctx.args, "endpoint", None)
+    if not given or not given.strip():
+        return
+    mine = platform.endpoint if not ctx.local else "local"
+    if given.strip() != mine:
+        raise UsageError(
+            f"--endpoint {given.strip()!r} is not this project's endpoint ({mine}); set MLOPS_PROJECT "
+            "for another project"
+        )
+
+
 def cmd_history(ctx: Context) -> int:
     from rich.table import Table
 
@@ -276,6 +415,17 @@ def cmd_history(ctx: Context) -> int:
     last = events[-1]
     if last.version is None:
         console.print(f"nothing serves since {last.at}: {last.reason or last.action}")
+    from infra.github import write_summary
+
+    rows = [
+        f"| v{span.version} | {span.start} | {span.end or 'now (serving)'} | {span.action} |"
+        for span in intervals(events)
+    ]
+    write_summary(
+        "\n".join(
+            ["### Production history", "", "| version | from | until | how |", "|---|---|---|---|", *rows]
+        )
+    )
     return 0
 
 
@@ -388,8 +538,6 @@ def cmd_serve(ctx: Context) -> int:
 
 def cmd_validate(ctx: Context) -> int:
     """The inputs were resolved and checked when the Context was made; show them and hand them on."""
-    import os
-
     values = ctx.run.outputs()
     where = (
         "this machine" if ctx.local else f"SageMaker ({values['instance_count']} x {values['instance_type']}"
@@ -397,9 +545,7 @@ def cmd_validate(ctx: Context) -> int:
     where += "" if ctx.local else f", spot {values['spot']}, at most {values['max_runtime_minutes']} min)"
     console.print(f"inputs are valid: a {values['task']} run on {where}")
     console.print("hyperparameters: " + " ".join(f"{k}={v}" for k, v in sorted(ctx.hyperparameters.items())))
-    target = os.environ.get("GITHUB_OUTPUT")
-    if target:
-        with Path(target).open("a") as fh:
-            for key, value in values.items():
-                fh.write(f"{key}={value}\n")
+    from infra.github import write_outputs
+
+    write_outputs({**values, "job_name": ctx.job_name()})
     return 0

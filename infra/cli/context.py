@@ -46,6 +46,7 @@ class Context:
             self.settings.home = Path(args.home)
         self.home = self.settings.home.resolve()
         self._run: RunInputs | None = None
+        self._platform: Any = None
         if hasattr(args, "hp"):  # a command that starts a run: its inputs are checked before anything else
             from infra.cli.inputs import resolve
 
@@ -87,6 +88,12 @@ class Context:
         from infra.cli.aws import aws_platform
 
         return aws_platform(self)
+
+    def platform_cached(self) -> Any:
+        """One platform per command, for commands that use it in several places."""
+        if self._platform is None:
+            self._platform = self.platform()
+        return self._platform
 
     def default_data(self) -> Path:
         return self.home / "data" / self.config.local.dataset

@@ -83,13 +83,13 @@ def add_flags(p: argparse.ArgumentParser, *, aws: bool = True) -> None:
 
 
 def resolve(config: Config, args: argparse.Namespace, *, local: bool) -> RunInputs:
-    from train.config import ConfigError, parse_hyperparameters
+    from train.config import ConfigError, check_supported, parse_hyperparameters
 
     hyperparameters = dict((config.local if local else config.train).hyperparameters)
     for flag, key in NAMED.items():
-        value = getattr(args, flag, None)
+        value = _given(args, flag)
         if value is not None:
-            hyperparameters[key] = str(value).strip()
+            hyperparameters[key] = value
     raw_json = getattr(args, "hp_json", None)
     if raw_json is not None and raw_json.strip():
         hyperparameters.update(_json_object(raw_json))
@@ -99,16 +99,24 @@ def resolve(config: Config, args: argparse.Namespace, *, local: bool) -> RunInpu
             raise InputError("--hp", f"expects key=value, got {pair!r}")
         hyperparameters[key.strip()] = value.strip()
     try:
-        parse_hyperparameters(hyperparameters)
+        check_supported(parse_hyperparameters(hyperparameters))
     except ConfigError as exc:
         raise InputError(_input_of(str(exc)), str(exc)) from None
     if local:
-        given = [f for f in AWS_FLAGS if getattr(args, f, None) is not None]
+        given = [f for f in AWS_FLAGS if _given(args, f) is not None]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise InputError(flag, "sets a SageMaker training job; it has no meaning with --local")
         return RunInputs(hyperparameters, config)
     return RunInputs(hyperparameters, _with_aws_overrides(config, args))
+
+
+def _given(args: argparse.Namespace, flag: str) -> str | None:
+    """A flag's value, stripped; None when absent or blank (a dispatch input left empty means "default")."""
+    value = getattr(args, flag, None)
+    if value is None or not str(value).strip():
+        return None
+    return str(value).strip()
 
 
 def _json_object(text: str) -> dict[str, str]:
@@ -136,9 +144,8 @@ def _with_aws_overrides(config: Config, args: argparse.Namespace) -> Config:
     from infra.aws.costs import PRICES
 
     update: dict[str, Any] = {}
-    instance_type = getattr(args, "instance_type", None)
+    instance_type = _given(args, "instance_type")
     if instance_type is not None:
-        instance_type = instance_type.strip()
         if instance_type not in PRICES:
             known = ", ".join(sorted(t for t in PRICES if t.startswith(("ml.g", "ml.p"))))
             raise InputError(
@@ -146,13 +153,20 @@ def _with_aws_overrides(config: Config, args: argparse.Namespace) -> Config:
                 f"{instance_type!r} is not a SageMaker instance type this project knows; GPU types: {known}",
             )
         update["train_instance_type"] = instance_type
-    count = getattr(args, "instance_count", None)
+    count = _given(args, "instance_count")
     if count is not None:
         update["train_instance_count"] = _integer("--instance-count", count, low=1, high=16)
-    spot = getattr(args, "spot", None)
+        if update["train_instance_count"] > 1:
+            from train.config import ConfigError, check_supported, parse_hyperparameters
+
+            try:
+                check_supported(parse_hyperparameters({}), hosts=update["train_instance_count"])
+            except ConfigError as exc:
+                raise InputError("--instance-count", str(exc)) from None
+    spot = _given(args, "spot")
     if spot is not None:
         update["spot"] = _boolean("--spot", spot)
-    minutes = getattr(args, "max_runtime_minutes", None)
+    minutes = _given(args, "max_runtime_minutes")
     if minutes is not None:
         seconds = _integer("--max-runtime-minutes", minutes, low=1, high=5 * 24 * 60) * 60
         update["max_runtime_seconds"] = seconds

@@ -6,8 +6,10 @@ import argparse
 
 from infra.cli import inputs
 from infra.cli.aws import add_aws_commands, add_data_upload
+from infra.cli.bootstrap import add_bootstrap_command
 from infra.cli.commands import (
     cmd_data,
+    cmd_data_prepare,
     cmd_deploy,
     cmd_endpoint,
     cmd_evaluate,
@@ -121,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     for dataset in (syn, cif, dig):
         dataset.set_defaults(handler=cmd_data)
     add_data_upload(dsub, _dry_run_flag)
+    prep = dsub.add_parser(
+        "prepare",
+        help="make a built-in dataset or download one from S3: the one step a bare workflow job runs",
+        description="SOURCE is a built-in dataset (synthetic, digits, cifar10: made here with its defaults, "
+        "the same bytes every time) or an s3:// prefix holding train/ validation/ test/ (as `mlops data "
+        "upload` prints it), downloaded to --out. Files already there with the same size are kept.",
+    )
+    prep.add_argument("source", metavar="SOURCE", help="synthetic | digits | cifar10 | s3://BUCKET/PREFIX/")
+    prep.add_argument("--out", help="output directory (default: $MLOPS_HOME/data/prepared)")
+    prep.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "validation", "test"),
+        help="download only this split (repeatable; s3:// sources): a deploy needs only test",
+    )
+    prep.set_defaults(handler=cmd_data_prepare)
 
     train = sub.add_parser("train", help="run a training job")
     _local_flag(train)
@@ -146,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     _local_flag(reg)
     reg.add_argument("--job", help="training job name (default: the latest)")
     reg.add_argument("--data", help="dataset whose test/ split scores production when its test set differs")
+    reg.add_argument(
+        "--fail-on-reject",
+        action="store_true",
+        help="exit 4 when the gate rejects the candidate (it is still registered, as Rejected)",
+    )
     _dry_run_flag(reg)
     reg.set_defaults(handler=cmd_register)
 
@@ -162,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     _local_flag(dep)
     dep.add_argument("--version", type=int, help="version number (default: the latest Approved)")
     dep.add_argument("--data", help="dataset whose test/ split smoke-tests the endpoint (default: synthetic)")
+    dep.add_argument(
+        "--verify",
+        action="store_true",
+        help="after the switch, send [local] verify_images held-out test images through the endpoint, as "
+        "the pipeline does; a failure rolls back like a failed deploy",
+    )
     _untested_flag(dep)
     _dry_run_flag(dep)
     dep.set_defaults(handler=cmd_deploy)
@@ -174,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     )
     _local_flag(rb)
     rb.add_argument("--to", type=int, metavar="VERSION", help="a specific Approved version instead")
+    rb.add_argument(
+        "--endpoint",
+        help="refuse unless this is the project's endpoint (<project>-endpoint; `local` with --local)",
+    )
     rb.add_argument("--data", help="dataset whose test/ split smoke-tests the endpoint (default: synthetic)")
     _untested_flag(rb)
     _dry_run_flag(rb)
@@ -214,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     pipe.set_defaults(handler=cmd_pipeline)
 
     add_aws_commands(sub, _dry_run_flag)
+    add_bootstrap_command(sub, _dry_run_flag)
 
     val = sub.add_parser(
         "validate",

@@ -133,8 +133,11 @@ def test_local_pipeline_lifecycle(mlops):
     assert "vs production" not in better.stdout or "regression" in better.stdout
     assert mlops.served_version() == 4
 
-    # 4. Rollback returns the endpoint to the previous production version.
-    rollback = mlops("rollback", "--local")
+    # 4. Rollback returns the endpoint to the previous production version (of this endpoint only).
+    elsewhere = mlops("rollback", "--local", "--endpoint", "prod-eu")
+    assert elsewhere.returncode == 2 and "not this project's endpoint (local)" in elsewhere.stderr
+    assert mlops.served_version() == 4
+    rollback = mlops("rollback", "--local", "--endpoint", "local")
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr
     assert mlops.served_version() == 1
     assert mlops.registry()["production"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,27 @@ def test_defaults_then_named_inputs_then_json_then_hp_pairs():
     assert run.config is CONFIG  # no AWS override given
 
 
+def test_blank_inputs_mean_the_defaults_as_a_dispatch_left_empty_sends_them():
+    blank = ("--task", "", "--epochs", " ", "--hp-json", "", "--instance-type", "", "--spot", "")
+    run = resolve(CONFIG, args(*blank, "--instance-count", "", "--max-runtime-minutes", ""), local=False)
+    assert run.hyperparameters == {"arch": "resnet18", "epochs": "30", "learning_rate": "0.1"}
+    assert run.config is CONFIG
+    assert resolve(CONFIG, args("--spot", "", "--instance-type", ""), local=True).config is CONFIG
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "text"),
+    [
+        (("--task", "detection"), "--task", "not implemented yet"),
+        (("--instance-count", "4"), "--instance-count", "distributed training over 4 hosts"),
+    ],
+)
+def test_what_this_build_cannot_train_is_refused_before_anything_starts(argv, name, text):
+    with pytest.raises(InputError) as caught:
+        resolve(CONFIG, args(*argv), local=False)
+    assert caught.value.name == name and text in str(caught.value)
+
+
 def test_aws_overrides_are_applied_and_the_spot_wait_grows_with_the_runtime():
     run = resolve(
         CONFIG,
@@ -49,7 +71,7 @@ def test_aws_overrides_are_applied_and_the_spot_wait_grows_with_the_runtime():
             "--instance-type",
             "ml.g5.2xlarge",
             "--instance-count",
-            "2",
+            "1",
             "--spot",
             "true",
             "--max-runtime-minutes",
@@ -58,7 +80,7 @@ def test_aws_overrides_are_applied_and_the_spot_wait_grows_with_the_runtime():
         local=False,
     )
     aws = run.config.aws
-    assert (aws.train_instance_type, aws.train_instance_count, aws.spot) == ("ml.g5.2xlarge", 2, True)
+    assert (aws.train_instance_type, aws.train_instance_count, aws.spot) == ("ml.g5.2xlarge", 1, True)
     assert (aws.max_runtime_seconds, aws.max_wait_seconds) == (10800, 21600)
     assert CONFIG.aws.train_instance_type == "ml.g5.xlarge"  # the loaded config itself is unchanged
     assert run.outputs()["max_runtime_minutes"] == "180" and run.outputs()["spot"] == "true"
@@ -117,3 +139,63 @@ def test_in_github_actions_a_bad_input_is_an_error_annotation(monkeypatch, capsy
     assert out.startswith(
         "::error title=Invalid input --batch-size::hyperparameter 'batch_size': 0 is out of range"
     )
+
+
+# --- the tune workflow's inputs ------------------------------------------------------------------------
+
+
+class _Ctx:
+    def __init__(self, *argv: str) -> None:
+        self.args = build_parser().parse_args(["tune", *argv])
+        self.config = Config.from_mapping(
+            {
+                "project": {"name": "t"},
+                "gate": {"version": 1},
+                "aws": {"tuning": {"ranges": {"learning_rate": {"min": 0.01, "max": 0.1}}}},
+            }
+        )
+
+
+def test_tuning_inputs_override_the_config_and_blank_ones_keep_it():
+    from infra.cli.aws import tuning_config
+
+    ranges = '{"weight_decay": {"min": 0.00001, "max": 0.001, "scaling": "Logarithmic"}}'
+    tuned = tuning_config(_Ctx("--ranges-json", ranges, "--max-jobs", "6", "--max-parallel-jobs", "2"))
+    assert list(tuned.ranges) == ["weight_decay"] and (tuned.max_jobs, tuned.max_parallel_jobs) == (6, 2)
+    kept = tuning_config(_Ctx("--ranges-json", "", "--max-jobs", "", "--objective", ""))
+    assert list(kept.ranges) == ["learning_rate"] and kept.max_jobs == 12
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "text"),
+    [
+        (("--ranges-json", "{nope"), "--ranges-json", "not valid JSON"),
+        (("--ranges-json", "[]"), "--ranges-json", "non-empty JSON object"),
+        (("--ranges-json", '{"colour": {"values": ["red"]}}'), "--ranges-json", "not a hyperparameter"),
+        (("--max-jobs", "0"), "--max-jobs", "greater than or equal to 1"),
+        (("--max-jobs", "2", "--max-parallel-jobs", "3"), "--max-parallel-jobs", "more than --max-jobs 2"),
+        (("--objective", "vibes"), "--objective", "not a metric the trainer prints"),
+    ],
+)
+def test_each_bad_tuning_input_is_named(argv, name, text):
+    from infra.cli.aws import tuning_config
+
+    with pytest.raises(InputError) as caught:
+        tuning_config(_Ctx(*argv))
+    assert caught.value.name == name and text in str(caught.value)
+
+
+def test_an_image_handed_on_by_a_workflow_must_be_pinned_by_digest():
+    from infra.aws.plan import LiveExecutor
+    from infra.aws.platform import AwsPlatform
+    from infra.aws.session import Aws, AwsSettings
+    from infra.errors import UsageError
+
+    digest = "123456789012.dkr.ecr.us-east-1.amazonaws.com/t-train@sha256:" + "f" * 64
+    good = AwsSettings(project="t", region="us-east-1", train_image=digest)
+    platform = AwsPlatform(Aws(good), CONFIG, LiveExecutor(lambda s: None), git_sha="abc", cache=Path())
+    assert platform.image("train") == digest  # no ECR lookup: the pushing job's digest is the truth
+    bad = AwsSettings(project="t", region="us-east-1", train_image=digest.replace("@sha256:", ":"))
+    platform = AwsPlatform(Aws(bad), CONFIG, LiveExecutor(lambda s: None), git_sha="abc", cache=Path())
+    with pytest.raises(UsageError, match=r"MLOPS_TRAIN_IMAGE=.* is not an image by digest"):
+        platform.image("train")

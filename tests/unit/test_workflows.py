@@ -37,6 +37,17 @@ def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
     return list(job.get("steps", []))
 
 
+def _assumes_aws(path: Path, job: dict[str, Any]) -> bool:
+    """A job assumes the AWS role when one of its steps configures the credentials, or, for a call of a
+    reusable workflow (`uses: ./.github/workflows/x.yml`), when one of that workflow's jobs does: the
+    caller must grant what the called jobs need, and nothing more."""
+    called = str(job.get("uses", ""))
+    if called.startswith("./"):
+        target = path.parents[2] / called[2:]
+        return any(_assumes_aws(target, inner) for _name, inner in jobs(target))
+    return any(str(step.get("uses", "")).startswith(AWS_CREDENTIALS) for step in steps(job))
+
+
 OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "(", ")"}
 
 
@@ -81,7 +92,7 @@ def test_permissions_are_granted_per_job_and_id_token_only_where_aws_is_assumed(
     assert load(path).get("permissions") == {}, f"{path.name}: top-level permissions must be {{}}"
     for name, job in jobs(path):
         assert "permissions" in job, f"{path.name}:{name} grants no permissions of its own"
-        assumes_aws = any(str(step.get("uses", "")).startswith(AWS_CREDENTIALS) for step in steps(job))
+        assumes_aws = _assumes_aws(path, job)
         wants_token = (job["permissions"] or {}).get("id-token") == "write"
         assert wants_token == assumes_aws, f"{path.name}:{name}: id-token: write iff it assumes the AWS role"
 
@@ -119,3 +130,49 @@ def test_the_command_check_sees_continuations_and_variables():
     assert mlops_commands(piped) == [["cleanup"]]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["validate", "--no-such-flag"])
+
+
+DISPATCHED = [p for p in WORKFLOWS if p.name in ("pipeline.yml", "tune.yml", "rollback.yml")]
+
+
+def _dispatch_inputs(path: Path) -> dict[str, dict[str, Any]]:
+    triggers = load(path).get(True) or load(path).get("on")  # YAML 1.1 reads `on` as True
+    return dict(triggers["workflow_dispatch"]["inputs"])
+
+
+@pytest.mark.parametrize("path", DISPATCHED, ids=lambda p: p.name)
+def test_each_dispatch_input_reaches_a_validated_mlops_flag(path):
+    """Every input travels `inputs.X` -> a step's env -> an mlops flag the parser knows (or, for a
+    job switch such as `deploy`, a job condition): none is accepted and then silently ignored."""
+    parser = build_parser()
+    used: dict[str, list[str]] = {}
+    conditions = " ".join(str(job.get("if", "")) for _name, job in jobs(path))
+    for _name, job in jobs(path):
+        for step in steps(job):
+            env = {k: str(v) for k, v in (step.get("env") or {}).items()}
+            script = str(step.get("run", ""))
+            for var, value in env.items():
+                match = re.fullmatch(r"\$\{\{\s*inputs\.(\w+)\s*\}\}", value)
+                if not match:
+                    continue
+                flags = re.findall(rf'(--[\w-]+)\s+"?\$\{{?{var}\}}?"?', script)
+                flags += re.findall(rf'\(\s*(--[\w-]+)\s+"\${var}"\s*\)', script)  # an optional-flag array
+                used.setdefault(match[1], []).extend(flags)
+            for argv in mlops_commands(script):
+                parser.parse_args(argv)
+    for name in _dispatch_inputs(path):
+        assert used.get(name) or f"inputs.{name}" in conditions, f"{path.name}: input {name} is never used"
+
+
+def test_every_instance_type_a_dispatch_offers_is_one_the_inputs_accept():
+    from infra.cli.inputs import resolve
+    from infra.settings import Config
+
+    config = Config.from_mapping({"project": {"name": "t"}, "gate": {"version": 1}})
+    for path in DISPATCHED:
+        spec = _dispatch_inputs(path)
+        for option in spec.get("instance_type", {}).get("options", []):
+            args = build_parser().parse_args(["validate", "--instance-type", option])
+            assert resolve(config, args, local=False).config.aws.train_instance_type == option
+        for option in spec.get("task", {}).get("options", []):
+            assert option in ("classification", "detection", "segmentation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from infra.aws.images import (
     create_repository_call,
     ensure_repositories,
     image_digest,
+    latest_tag,
+    newest_tagged,
     publish,
     repository_name,
 )
@@ -61,6 +64,12 @@ class FakeImages:
         self.engine.calls.append(("build", kwargs))
         return object(), iter([{"stream": "Successfully built"}])
 
+    def pull(self, repository: str, tag: str, **kwargs: Any) -> object:
+        self.engine.calls.append(("pull", {"repository": repository, "tag": tag, **kwargs}))
+        if self.engine.pull_error:
+            raise docker.errors.APIError(self.engine.pull_error)
+        return object()
+
     def push(self, repository: str, tag: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         self.engine.calls.append(("push", {"repository": repository, "tag": tag, **kwargs}))
         if self.engine.push_error:
@@ -73,11 +82,12 @@ class FakeImages:
 
 
 class FakeDocker:
-    """Stands in for `docker.DockerClient`: records build/login/push, and push writes to moto's ECR."""
+    """Stands in for `docker.DockerClient`: records build/login/pull/push, and push writes to moto's ECR."""
 
-    def __init__(self, aws: Aws, push_error: str | None = None) -> None:
+    def __init__(self, aws: Aws, push_error: str | None = None, pull_error: str | None = None) -> None:
         self.ecr = aws.client("ecr")
         self.push_error = push_error
+        self.pull_error = pull_error
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.images = FakeImages(self)
 
@@ -223,6 +233,62 @@ def test_publish_builds_pushes_and_returns_the_registry_digest(aws: Aws, tmp_pat
     ]
     assert pushes[0]["auth_config"] == {"username": "AWS", "password": login["password"]}
     assert any(e.startswith("train: pushed") for e in events)
+
+
+# --- layer cache ---------------------------------------------------------------------------------
+
+
+def test_the_newest_tagged_image_is_the_cache_and_untagged_ones_do_not_count():
+    details = [
+        {"imageTags": ["old"], "imagePushedAt": 100},
+        {"imageTags": ["new", "also-new"], "imagePushedAt": 300},
+        {"imageDigest": "sha256:untagged", "imagePushedAt": 400},
+        {"imageTags": ["middle"], "imagePushedAt": 200},
+    ]
+    assert newest_tagged(details) == "new"
+    assert newest_tagged([{"imageDigest": "sha256:untagged", "imagePushedAt": 1}]) is None
+    assert newest_tagged([]) is None
+
+
+def test_the_newest_image_in_the_repository_is_pulled_and_passed_as_cache_from(aws: Aws, tmp_path: Path):
+    ensure_repositories(aws, "demo", LiveExecutor(aws.client), TAGS)
+    ecr = aws.client("ecr")
+    ecr.put_image(repositoryName="demo-train", imageManifest=manifest("older"), imageTag="older")
+    time.sleep(1.0)  # ECR's imagePushedAt (as moto keeps it) has whole seconds
+    ecr.put_image(repositoryName="demo-train", imageManifest=manifest("newer"), imageTag="newer")
+    assert latest_tag(aws, "demo-train") == "newer"
+    engine = FakeDocker(aws)
+    events: list[str] = []
+    run_publish(aws, tmp_path, lambda: engine, events=events)
+
+    (pull,) = engine.named("pull")  # demo-serve is empty: nothing to pull for it
+    assert (pull["repository"], pull["tag"], pull["platform"]) == (
+        f"{REGISTRY}/demo-train",
+        "newer",
+        PLATFORM,
+    )
+    (login,) = engine.named("login")  # logged in before the pull, once for pull and pushes alike
+    assert pull["auth_config"] == {"username": "AWS", "password": login["password"]}
+    assert [call for call, _ in engine.calls][:2] == ["login", "pull"]
+    train, serve = engine.named("build")
+    assert train["cache_from"] == [f"{REGISTRY}/demo-train:newer"]
+    assert "cache_from" not in serve
+    assert f"pulling {REGISTRY}/demo-train:newer as the layer cache" in events
+    assert f"no earlier image in {REGISTRY}/demo-serve: building without a layer cache" in events
+
+
+def test_a_failed_cache_pull_is_only_a_note(aws: Aws, tmp_path: Path):
+    ensure_repositories(aws, "demo", LiveExecutor(aws.client), TAGS)
+    aws.client("ecr").put_image(repositoryName="demo-train", imageManifest=manifest("o"), imageTag="older")
+    engine = FakeDocker(aws, pull_error="manifest unknown")
+    events: list[str] = []
+    refs = run_publish(aws, tmp_path, lambda: engine, events=events)
+
+    assert refs["train"].pushed and refs["train"].digest
+    assert "cache_from" not in engine.named("build")[0]
+    (note,) = [e for e in events if e.startswith("note:")]
+    assert f"could not pull {REGISTRY}/demo-train:older for the layer cache" in note
+    assert "manifest unknown" in note and note.endswith("building without it")
 
 
 def test_publish_skips_the_build_when_the_tag_is_already_in_ecr(aws: Aws, tmp_path: Path):

@@ -17,6 +17,7 @@ from infra.aws.storage import (
     UploadResult,
     channel_uris,
     dataset_prefix,
+    download_dataset,
     download_file,
     download_model,
     parse_s3_uri,
@@ -277,3 +278,55 @@ def test_downloading_again_replaces_the_earlier_model(aws: Aws, model_dir: Path,
     download_model(aws, uri, dest)
     assert verify(dest) == verify(model_dir)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["j1"]  # no temporary leftovers
+
+
+# --- datasets back from S3 (what a bare workflow job does before training, evaluating or deploying) ---
+
+
+def test_a_downloaded_dataset_is_the_uploaded_one_and_uploads_again_as_nothing_new(aws, dataset, tmp_path):
+    first = upload(aws, dataset)
+    seen: list[tuple[int, int]] = []
+    back = download_dataset(aws, first.uri, tmp_path / "back", progress=lambda d, t: seen.append((d, t)))
+    assert local_files(tmp_path / "back") == local_files(dataset)
+    assert (back.files, back.downloaded) == (first.files, first.files) and seen[-1] == (back.files,) * 2
+    again = download_dataset(aws, first.uri, tmp_path / "back")
+    assert again.downloaded == 0  # same sizes: nothing fetched twice
+    assert upload(aws, tmp_path / "back").uri == first.uri  # the same content-addressed prefix
+
+
+def test_only_the_splits_asked_for_are_downloaded(aws, dataset, tmp_path):
+    uri = upload(aws, dataset).uri
+    download_dataset(aws, uri, tmp_path / "test-only", splits=("test",))
+    tops = {p.relative_to(tmp_path / "test-only").parts[0] for p in (tmp_path / "test-only").rglob("*")}
+    assert "test" in tops and "train" not in tops and "validation" not in tops
+
+
+def test_an_empty_or_unknown_prefix_is_a_clear_error_and_writes_nothing(aws, tmp_path):
+    with pytest.raises(UsageError, match="no dataset files under s3://demo-bucket/demo/nothing/"):
+        download_dataset(aws, f"s3://{BUCKET}/demo/nothing", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match="unknown split"):
+        download_dataset(aws, f"s3://{BUCKET}/demo/nothing/", tmp_path / "out", splits=("holdout",))
+
+
+def test_a_key_that_would_leave_the_target_directory_is_refused(aws, tmp_path):
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="evil/train/a/x.png", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="evil/train/../../escape.png", Body=b"x")
+    with pytest.raises(UsageError, match="would leave"):
+        download_dataset(aws, f"s3://{BUCKET}/evil/", tmp_path / "out")
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_mlops_data_prepare_downloads_an_s3_prefix_and_makes_a_built_in_one(aws, dataset, tmp_path, capsys):
+    from infra.cli import main
+
+    uri = upload(aws, dataset).uri
+    code = main(["data", "prepare", uri, "--out", str(tmp_path / "p"), "--split", "test"])
+    out = capsys.readouterr().out
+    assert code == 0 and "downloaded" in out and (tmp_path / "p" / "test").is_dir()
+    assert not (tmp_path / "p" / "train").exists()
+    assert main(["data", "prepare", "synthetic", "--out", str(tmp_path / "syn")]) == 0
+    assert (tmp_path / "syn" / "train").is_dir()
+    assert main(["data", "prepare", "imagenet", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown dataset source 'imagenet'" in capsys.readouterr().err
