@@ -348,6 +348,22 @@ def _aws(ctx: Context) -> AwsPlatform:
     return aws_platform(ctx)
 
 
+TUNING_FLAGS = ("ranges_json", "max_jobs", "max_parallel_jobs", "objective")
+
+
+def add_tuning_flags(p: argparse.ArgumentParser) -> None:
+    """The tuning inputs (of `mlops tune`, and of `mlops validate`, which checks them without AWS)."""
+    p.add_argument(
+        "--ranges-json",
+        metavar="JSON",
+        help='ranges to search instead of [aws.tuning] ranges, e.g. \'{"learning_rate": {"min": 0.01, '
+        '"max": 0.4, "scaling": "Logarithmic"}, "optimizer": {"values": ["sgd", "adamw"]}}\'',
+    )
+    p.add_argument("--max-jobs", help="trials in all (default: [aws.tuning] max_jobs)")
+    p.add_argument("--max-parallel-jobs", help="trials at a time (default: [aws.tuning] max_parallel_jobs)")
+    p.add_argument("--objective", help="metric to maximise (default: [aws.tuning] objective)")
+
+
 def add_aws_commands(sub: Any, dry_run_flag: Callable[[argparse.ArgumentParser], None]) -> None:
     images = sub.add_parser("images", help="build the train and serve images and push them to ECR (AWS)")
     isub = images.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -364,17 +380,7 @@ def add_aws_commands(sub: Any, dry_run_flag: Callable[[argparse.ArgumentParser],
     )
     tune.add_argument("--data", help="dataset directory (default: $MLOPS_HOME/data/synthetic)")
     tune.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="static hyperparameter")
-    tune.add_argument(
-        "--ranges-json",
-        metavar="JSON",
-        help='ranges to search instead of [aws.tuning] ranges, e.g. \'{"learning_rate": {"min": 0.01, '
-        '"max": 0.4, "scaling": "Logarithmic"}, "optimizer": {"values": ["sgd", "adamw"]}}\'',
-    )
-    tune.add_argument("--max-jobs", help="trials in all (default: [aws.tuning] max_jobs)")
-    tune.add_argument(
-        "--max-parallel-jobs", help="trials at a time (default: [aws.tuning] max_parallel_jobs)"
-    )
-    tune.add_argument("--objective", help="metric to maximise (default: [aws.tuning] objective)")
+    add_tuning_flags(tune)
     from infra.cli.inputs import add_flags
 
     add_flags(tune)

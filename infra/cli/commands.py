@@ -318,9 +318,22 @@ def _verify_after(ctx: Context, platform: Any, version: int, guarded: Any) -> An
     )
 
 
+def _no_untested_in_workflows(ctx: Context) -> None:
+    """A workflow deploy is never waved through without its smoke test: a person may choose
+    --allow-untested at a terminal, a workflow (where nobody watches the output) may not."""
+    from infra.github import in_workflow
+
+    if ctx.args.allow_untested and in_workflow():
+        raise UsageError(
+            "--allow-untested is refused inside GitHub Actions: a deploy from a workflow must be "
+            "smoke-tested; give it held-out test images (`mlops data prepare SOURCE --split test`)"
+        )
+
+
 def cmd_deploy(ctx: Context) -> int:
     from infra import guard
 
+    _no_untested_in_workflows(ctx)
     platform = ctx.platform_cached()
     version = ctx.args.version
     if version is None:
@@ -350,6 +363,7 @@ def cmd_rollback(ctx: Context) -> int:
     from infra import guard
     from infra.history import ROLLBACK, rollback_target
 
+    _no_untested_in_workflows(ctx)
     platform = ctx.platform_cached()
     _check_endpoint(ctx, platform)
     current = guard.serving(platform)
@@ -537,7 +551,14 @@ def cmd_serve(ctx: Context) -> int:
 
 
 def cmd_validate(ctx: Context) -> int:
-    """The inputs were resolved and checked when the Context was made; show them and hand them on."""
+    """The inputs were resolved and checked when the Context was made (the tuning inputs are checked
+    here); show them and hand them on."""
+    from infra.cli.aws import TUNING_FLAGS, tuning_config
+    from infra.github import write_outputs
+
+    tuning = None
+    if any(str(getattr(ctx.args, flag, None) or "").strip() for flag in TUNING_FLAGS):
+        tuning = tuning_config(ctx)
     values = ctx.run.outputs()
     where = (
         "this machine" if ctx.local else f"SageMaker ({values['instance_count']} x {values['instance_type']}"
@@ -545,7 +566,10 @@ def cmd_validate(ctx: Context) -> int:
     where += "" if ctx.local else f", spot {values['spot']}, at most {values['max_runtime_minutes']} min)"
     console.print(f"inputs are valid: a {values['task']} run on {where}")
     console.print("hyperparameters: " + " ".join(f"{k}={v}" for k, v in sorted(ctx.hyperparameters.items())))
-    from infra.github import write_outputs
-
+    if tuning is not None:
+        console.print(
+            f"tuning: {', '.join(sorted(tuning.ranges))} for {tuning.objective}, {tuning.max_jobs} trials, "
+            f"{tuning.max_parallel_jobs} at a time"
+        )
     write_outputs({**values, "job_name": ctx.job_name()})
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from infra.cli import inputs
-from infra.cli.aws import add_aws_commands, add_data_upload
+from infra.cli.aws import add_aws_commands, add_data_upload, add_tuning_flags
 from infra.cli.bootstrap import add_bootstrap_command
 from infra.cli.commands import (
     cmd_data,
@@ -255,11 +255,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
         description="Check what a run would be started with, exactly as `mlops pipeline` checks it, and "
         "call nothing. In GitHub Actions a bad input is an error annotation naming it, and the resolved "
         "values go to $GITHUB_OUTPUT (hyperparameters as JSON, task, instance_type, instance_count, spot, "
-        "max_runtime_minutes). Exit 2 on a bad input.",
+        "max_runtime_minutes, job_name). Tuning inputs (--ranges-json, --max-jobs, --max-parallel-jobs, "
+        "--objective) are checked as `mlops tune` checks them. Exit 2 on a bad input.",
     )
     _local_flag(val)
     _hp_flag(val)
     inputs.add_flags(val)
+    add_tuning_flags(val)
     val.set_defaults(handler=cmd_validate)
 
     srv = sub.add_parser("serve", help="run the inference server in the foreground")

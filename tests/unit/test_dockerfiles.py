@@ -332,11 +332,13 @@ def test_serving_leaves_the_cli_and_training_dependencies_out():
 def test_the_deps_stage_installs_exactly_the_listed_pins(image, tmp_path):
     """Run the deps stage's own selection script over the real pyproject.toml."""
     deps = parse_dockerfile((REPO / IMAGES[image][0]).read_text())[0]
-    (run,) = [args for args in deps.all("RUN") if "tomllib" in args]
+    (run,) = [args for args in deps.all("RUN") if "image_requirements.py" in args]
     words = shlex.split(run.split("&&")[0])
-    assert words[:2] == ["python", "-c"] and words[3:] == [image]
+    assert words == ["python", "image_requirements.py", image]
+    assert "pyproject.toml scripts/image_requirements.py ./" in deps.all("COPY")
     (tmp_path / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
-    subprocess.run([sys.executable, "-c", words[2], image], cwd=tmp_path, check=True)
+    script = REPO / "scripts" / "image_requirements.py"
+    subprocess.run([sys.executable, str(script), image], cwd=tmp_path, check=True)
     selected = [
         *(tmp_path / "torch.txt").read_text().split(),
         *(tmp_path / "requirements.txt").read_text().split(),

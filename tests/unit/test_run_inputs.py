@@ -199,3 +199,17 @@ def test_an_image_handed_on_by_a_workflow_must_be_pinned_by_digest():
     platform = AwsPlatform(Aws(bad), CONFIG, LiveExecutor(lambda s: None), git_sha="abc", cache=Path())
     with pytest.raises(UsageError, match=r"MLOPS_TRAIN_IMAGE=.* is not an image by digest"):
         platform.image("train")
+
+
+def test_validate_checks_the_tuning_inputs_before_any_image_is_built(monkeypatch, capsys):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert main(["validate", "--max-jobs", "2", "--max-parallel-jobs", "5"]) == 2
+    out = capsys.readouterr().out
+    assert "::error title=Invalid input --max-parallel-jobs::" in out and "inputs are valid" not in out
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback"])
+def test_a_workflow_may_not_deploy_without_a_smoke_test(monkeypatch, capsys, command):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert main([command, "--allow-untested"]) == 2
+    assert "--allow-untested is refused inside GitHub Actions" in capsys.readouterr().err
