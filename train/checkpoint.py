@@ -1,8 +1,13 @@
-"""Checkpoints: everything needed to resume a job exactly, written atomically every epoch.
+"""Checkpoints: everything needed to resume a job exactly, written atomically after every epoch and
+when the job is stopped mid-epoch.
 
-A spot reclaim sends SIGTERM and then kills the container; SageMaker restores `checkpoints/` when the
-job starts again. Writing to a temporary file and renaming it means a kill mid-write leaves the previous
-checkpoint intact, never a truncated one. Loaded with `weights_only=True`: plain tensors and containers.
+A spot reclaim sends SIGTERM and then kills the container (SageMaker allows about two minutes);
+SageMaker restores `checkpoints/` when the job starts again. The trainer stops after the step in
+flight, saves the step it reached with the epoch's running totals (`EpochProgress`), and the resumed
+job continues from the next batch, bit for bit as if it had never stopped: model, optimiser, scheduler,
+gradient scaler, the random generators (`rng_states`), the W&B run id. Writing to a temporary file and
+renaming it means a kill mid-write leaves the previous checkpoint intact, never a truncated one.
+Loaded with `weights_only=True`: plain tensors and containers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,21 @@ def save(directory: Path, state: dict[str, Any]) -> Path:
         os.fsync(fh.fileno())
     tmp.replace(final)
     return final
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random generators the training step may draw from (dropout, initialisation). The data
+    order and augmentation draw from their own per-epoch generator, seeded by (seed, epoch)."""
+    states: dict[str, Any] = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def load(directory: Path) -> dict[str, Any] | None:

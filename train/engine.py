@@ -20,6 +20,18 @@ class EpochStats:
 
 
 @dataclass
+class EpochProgress:
+    """How far an epoch got: the batches done and their running totals. Saved in a checkpoint when a job
+    stops mid-epoch (spot reclaim, StopTrainingJob), so the resumed epoch continues at the next batch and
+    ends with the same totals as one that never stopped."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+@dataclass
 class EvalResult:
     loss: float
     accuracy: float
@@ -94,12 +106,20 @@ def train_one_epoch(
     loss_fn: nn.Module,
     scaler: torch.amp.GradScaler | None,
     should_stop: Callable[[], bool],
+    progress: EpochProgress | None = None,
 ) -> EpochStats | None:
-    """Train over `batches`; None when `should_stop()` turned true (the epoch is then incomplete)."""
+    """Train over `batches`, continuing `progress` (updated after every step); None when `should_stop()`
+    turned true, with `progress` saying where the epoch stopped.
+
+    A resumed epoch draws its first `progress.step` batches again and discards them: the batch order and
+    augmentation come from the epoch's own generator, so drawing them replays its state exactly, and the
+    global RNG (restored from the checkpoint) is not touched by the data."""
+    progress = progress if progress is not None else EpochProgress()
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
     device_type = next(model.parameters()).device.type
-    for x, y in batches:
+    for index, (x, y) in enumerate(batches):
+        if index < progress.step:
+            continue
         if should_stop():
             return None
         with torch.autocast(device_type, enabled=scaler is not None):
@@ -120,10 +140,12 @@ def train_one_epoch(
                 f"lower learning_rate (now {optimizer.param_groups[0]['lr']:.4g})"
             )
         n = y.shape[0]
-        total_loss += loss.item() * n
-        correct += int((logits.argmax(1) == y).sum())
-        seen += n
-    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen)
+        progress.loss_sum += loss.item() * n
+        progress.correct += int((logits.argmax(1) == y).sum())
+        progress.seen += n
+        progress.step = index + 1
+    seen = max(progress.seen, 1)
+    return EpochStats(progress.loss_sum / seen, progress.correct / seen, progress.seen)
 
 
 @torch.inference_mode()

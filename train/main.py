@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -47,7 +47,7 @@ class StopFlag:
         self.signal = signum
         print(
             f"received {signal.Signals(signum).name}: stopping after this step; "
-            "the last checkpoint will be resumed",
+            "a checkpoint of this step is saved, and the job resumes from it",
             flush=True,
         )
 
@@ -130,6 +130,7 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     start_epoch, history, wandb_id = 0, [], None
+    partial: engine.EpochProgress | None = None  # set when the job stopped mid-epoch
     state = checkpoint.load(paths.checkpoints)
     if state is not None:
         checkpoint.check_compatible(
@@ -148,11 +149,16 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
                 f"parameter groups ({exc}); start the job with an empty checkpoint directory"
             ) from None
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        checkpoint.restore_rng(state)
         start_epoch, history, wandb_id = state["epoch"], state["history"], state.get("wandb_id")
+        if state.get("progress"):
+            partial = engine.EpochProgress(**state["progress"])
+        where = f" + {partial.step} steps of epoch {start_epoch + 1}" if partial else ""
         log(
             f"resumed from checkpoint {paths.checkpoints / checkpoint.LAST} "
-            f"at epoch {start_epoch}/{config.epochs}"
+            f"at epoch {start_epoch}/{config.epochs}{where}"
         )
 
     job_name = paths.env.get("MLOPS_JOB_NAME") or paths.env.get("TRAINING_JOB_NAME") or "local"
@@ -180,10 +186,27 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
             generator=gen,
         )
 
+    def snapshot(epoch: int, progress: engine.EpochProgress | None = None) -> dict[str, Any]:
+        """What a resume needs: `epoch` epochs done, and `progress` steps into the next one."""
+        return {
+            "epoch": epoch,
+            "progress": asdict(progress) if progress is not None else None,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            **checkpoint.rng_states(),
+            "history": history,
+            "config": config.to_dict(),
+            "classes": classes,
+            "wandb_id": tracker.run_id,
+        }
+
     exit_code = 1
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             tick = time.monotonic()
+            progress, partial = partial or engine.EpochProgress(), None
             stats = engine.train_one_epoch(
                 model,
                 batches=loader(train_set, train=True, epoch=epoch),
@@ -192,9 +215,14 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
                 loss_fn=loss_fn,
                 scaler=scaler,
                 should_stop=stop,
+                progress=progress,
             )
             if stats is None:
-                log(f"stopped during epoch {epoch}; resume continues from epoch {epoch - 1}")
+                saved = checkpoint.save(paths.checkpoints, snapshot(epoch - 1, progress))
+                log(
+                    f"stopped at step {progress.step}/{steps_per_epoch} of epoch {epoch}; checkpoint "
+                    f"{saved} written: the job resumes from the next step"
+                )
                 exit_code = EXIT_STOPPED
                 return Outcome(stopped=True, metrics={})
             val = engine.evaluate(model, loader(val_set, train=False), len(classes))
@@ -209,20 +237,7 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
             history.append({"epoch": epoch, **values})
             log(format_epoch_line(epoch, config.epochs, values))
             tracker.log(values, step=epoch)
-            checkpoint.save(
-                paths.checkpoints,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "history": history,
-                    "config": config.to_dict(),
-                    "classes": classes,
-                    "wandb_id": tracker.run_id,
-                },
-            )
+            checkpoint.save(paths.checkpoints, snapshot(epoch))
 
         test = engine.evaluate(model, loader(test_set, train=False), len(classes))
         metrics = {
