@@ -62,7 +62,7 @@ def _test_fingerprint(dataset: dict[str, Any] | None) -> str | None:
     return test.get("fingerprint")
 
 
-def champion_metrics(
+def champion_metrics(  # noqa: PLR0911 -- one return per reason a comparison is or is not possible
     platform: Platform,
     production: ModelVersion,
     candidate: TrainingResult,
@@ -81,6 +81,11 @@ def champion_metrics(
             f"production {production.label}'s model could not be read ({exc}); "
             "compared with its recorded metrics"
         ]
+    if champion.task != challenger.task:
+        return None, [
+            f"production {production.label} is a {champion.task} model and the candidate a "
+            f"{challenger.task} one: no like-for-like comparison, regression check skipped"
+        ]
     if champion.classes != challenger.classes:
         return None, [
             f"production {production.label} predicts other classes ({len(champion.classes)} vs "
@@ -88,6 +93,11 @@ def champion_metrics(
         ]
     if _test_fingerprint(champion.dataset) == _test_fingerprint(challenger.dataset) is not None:
         return production.metrics, []
+    if challenger.task != "classification":
+        return None, [
+            f"production {production.label} was scored on another test set, and re-scoring a "
+            f"{challenger.task} model on the candidate's is not implemented yet: regression check skipped"
+        ]
     report = evaluate(champion_dir, data / "test")
     metrics = {k: float(v) for k, v in report["metrics"].items()}
     return metrics, [

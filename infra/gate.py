@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from infra.settings import GateConfig
@@ -79,6 +80,15 @@ def _regression(
         op, target = "<=", prod + tolerance
     passed = value is not None and (value >= target if op == ">=" else value <= target)
     return Check(metric, "regression", op, target, value, passed, production=prod)
+
+
+def candidate_task(model_dir: Path | None, default: str = "classification") -> str:
+    """The task a candidate was trained for, from its manifest: which `[gate.<task>]` judges it."""
+    if model_dir is None or not (model_dir / "manifest.json").is_file():
+        return default
+    from artifact.manifest import load_manifest
+
+    return str(load_manifest(model_dir).task)
 
 
 def evaluate(

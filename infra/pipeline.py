@@ -130,8 +130,9 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
         notes: list[str] = []
         if production is not None:
             compare, notes = champion_metrics(platform, production, training, spec.data, evaluate_model)
+        judge = config.gate.for_task(gate.candidate_task(training.model_dir))
         report.decision = gate.evaluate(
-            training.metrics, config.gate, compare, production.label if production else None, notes
+            training.metrics, judge, compare, production.label if production else None, notes
         )
         return OK, report.decision.summary
 

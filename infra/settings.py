@@ -50,10 +50,23 @@ class Settings(BaseSettings):
         return local if local.is_file() else REPO_ROOT / "mlops.toml"
 
 
-class GateConfig(BaseModel):
+def _known_metrics(value: Any) -> Any:
+    from train.metrics import BY_KEY
+
+    names = value if isinstance(value, list) else list(value)
+    unknown = [n for n in names if n not in BY_KEY or not BY_KEY[n].final]
+    if unknown:
+        known = ", ".join(k for k, m in BY_KEY.items() if m.final)
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; the gate knows: {known}")
+    return value
+
+
+class TaskGate(BaseModel):
+    """The thresholds of one task family (`[gate.detection]`, `[gate.segmentation]`): detection and
+    segmentation are judged on mAP, not accuracy. The gate's version covers them all."""
+
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
     min: dict[str, float] = Field(default_factory=dict)
     max: dict[str, float] = Field(default_factory=dict)
     compare: list[str] = Field(default_factory=list)
@@ -61,15 +74,42 @@ class GateConfig(BaseModel):
 
     @field_validator("min", "max", "compare")
     @classmethod
-    def _known_metrics(cls, value: Any) -> Any:
-        from train.metrics import BY_KEY
+    def _known(cls, value: Any) -> Any:
+        return _known_metrics(value)
 
-        names = value if isinstance(value, list) else list(value)
-        unknown = [n for n in names if n not in BY_KEY or not BY_KEY[n].final]
-        if unknown:
-            known = ", ".join(k for k, m in BY_KEY.items() if m.final)
-            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; the gate knows: {known}")
-        return value
+
+class GateConfig(BaseModel):
+    """`[gate]`: the thresholds of classification, and per other task a `[gate.<task>]` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+    compare: list[str] = Field(default_factory=list)
+    tolerance: float = Field(default=0.0, ge=0.0)
+    detection: TaskGate | None = None
+    segmentation: TaskGate | None = None
+
+    @field_validator("min", "max", "compare")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        return _known_metrics(value)
+
+    def for_task(self, task: str) -> GateConfig:
+        """The gate a candidate of `task` is judged by (same version); classification is the top level.
+        A task without its own table is refused rather than judged on metrics it does not have."""
+        if task == "classification":
+            return self
+        table = getattr(self, task, None) if task in ("detection", "segmentation") else None
+        if table is None:
+            from infra.errors import UsageError
+
+            raise UsageError(
+                f"mlops.toml has no [gate.{task}] table: a {task} candidate is judged on its own metrics "
+                f"(e.g. min = {{ test_map50 = 0.5 }}); add one"
+            )
+        return GateConfig(version=self.version, **table.model_dump())
 
 
 class ProjectConfig(BaseModel):

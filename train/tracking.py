@@ -8,6 +8,10 @@ never shows key material. Offline runs land in `output/data/wandb/offline-run-*`
 job's output on SageMaker; push them later with `wandb sync <dir>`). If an online init fails (bad key,
 no network) the run falls back to offline rather than failing the training job. W&B's console capture
 is off: our metric lines reach stdout unchanged, for SageMaker's regexes and the local platform.
+
+What a reviewer filters by (`run_context`): the run is named after the job, grouped by git SHA, and
+tagged with the SHA, the trigger, the instance type and spot or on-demand; its config records them with
+a link to the SageMaker job. The model is logged as an artifact aliased `candidate` (and the job name).
 """
 
 from __future__ import annotations
@@ -19,6 +23,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 SECRET_ARN_VARIABLE = "MLOPS_WANDB_SECRET_ARN"  # noqa: S105 -- the variable's name, not a secret
+
+
+def run_context(env: Mapping[str, str]) -> dict[str, Any]:
+    """Group, tags and config entries of a run, from the job's environment: MLOPS_CODE_VERSION,
+    MLOPS_TRIGGER, MLOPS_INSTANCE_TYPE and MLOPS_SPOT (set by the platforms), and on SageMaker
+    TRAINING_JOB_NAME and AWS_REGION for the console link."""
+    code = (env.get("MLOPS_CODE_VERSION") or "unknown")[:12]
+    trigger = env.get("MLOPS_TRIGGER") or "cli"
+    job = env.get("TRAINING_JOB_NAME")
+    instance = env.get("MLOPS_INSTANCE_TYPE") or ("unknown" if job else "local")
+    spot = (env.get("MLOPS_SPOT") or "").strip().lower()
+    tags = [f"git:{code}", f"trigger:{trigger}", f"instance:{instance}"]
+    if spot in ("true", "false"):
+        tags.append("spot" if spot == "true" else "on-demand")
+    config: dict[str, Any] = {
+        "mlops/code_version": code,
+        "mlops/trigger": trigger,
+        "mlops/instance_type": instance,
+        "mlops/spot": spot == "true",
+    }
+    region = env.get("AWS_REGION")
+    if job and region:
+        config["mlops/sagemaker_job"] = (
+            f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job}"
+        )
+    # W&B caps a tag at 64 characters.
+    return {"group": f"git-{code}", "tags": [t[:64] for t in tags], "config": config}
 
 
 class Tracker:
@@ -80,12 +111,16 @@ class Tracker:
         settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, save_code=False)
 
         def init(mode: Literal["online", "offline"]) -> Any:
+            context = run_context(self.env)
             return wandb.init(
                 mode=mode,
                 settings=settings,
                 project=self.project,
                 name=self.name,
-                config=self.config,
+                group=context["group"],
+                tags=context["tags"],
+                notes=context["config"].get("mlops/sagemaker_job"),
+                config={**self.config, **context["config"]},
                 job_type="train",
                 dir=str(self.directory),
                 id=self.run_id,
@@ -132,7 +167,18 @@ class Tracker:
 
         artifact = wandb.Artifact(name=f"{self.project}-model", type="model", metadata=dict(metadata))
         artifact.add_dir(str(model_dir))
-        self.run.log_artifact(artifact, aliases=["latest", self.name])
+        # `candidate` until a deploy moves `production` to it; the job name finds it from the registry.
+        self.run.log_artifact(artifact, aliases=["latest", "candidate", self.name])
+
+    def log_samples(self, samples: list[tuple[Any, str, str, float]]) -> None:
+        """A table of test images with their label, the prediction and its probability."""
+        if self.run is None or not samples:
+            return
+        import wandb
+
+        rows = [[wandb.Image(image), label, predicted, prob] for image, label, predicted, prob in samples]
+        table = wandb.Table(columns=["image", "label", "predicted", "probability"], data=rows)
+        self.run.log({"test/samples": table})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:

@@ -24,6 +24,7 @@ from infra.aws import endpoints, images, production, registry, rollout, storage,
 from infra.aws.errors import NotFound
 from infra.aws.plan import Executor
 from infra.aws.session import Aws, tags
+from infra.channels import channel_prefixes
 from infra.errors import MlopsError, UsageError
 from infra.history import DOWN, ProductionEvent, now_iso
 from infra.platform import DeployResult, EndpointStatus, LineSink, ModelVersion, TrainingResult, TrainingSpec
@@ -152,7 +153,7 @@ class AwsPlatform:
         self.smoke_data = spec.data
         uploaded = self.upload_data(spec.data)
         on_line(f"dataset {uploaded.uri}: {uploaded.uploaded} uploaded, {uploaded.skipped} unchanged")
-        job = self.job_spec(spec, storage.channel_uris(uploaded.uri))
+        job = self.job_spec(spec, channel_prefixes(spec.data, uploaded.uri))
         training.start(self.aws, job, self.executor)
         if self.executor.dry_run:
             return TrainingResult(spec.job_name, "Planned", None, {}, 0.0, failure_reason="dry run")

@@ -2,7 +2,8 @@
 
 Datasets (`upload_dataset`), in stages:
 
-1. check    the local directory is an ImageFolder dataset (`train/` at least), else UsageError.
+1. check    the local directory is an ImageFolder dataset (`train/` at least) or a YOLO one
+            (`data.yaml` and `images/`), else UsageError.
 2. address  its fingerprint (dataset.json's, else computed) names the prefix
             `<project>/datasets/<16 hex>/`, so the same bytes always land in the same place.
 3. diff     list what is already under the prefix; a key that exists with the same size is skipped,
@@ -375,6 +376,12 @@ def _dataset_root(local_dir: Path) -> Path:
         raise UsageError(
             f"no dataset at {root}: create one with `mlops data synthetic` or point at an existing directory"
         )
+    if (root / "data.yaml").is_file() and (root / "images").is_dir():
+        # A YOLO dataset (`mlops data yolo --out`, `mlops data synthetic --task detection`): its splits
+        # live under images/ and labels/, and data.yaml's relative paths survive the round trip.
+        if not any(_files(root / "images")):
+            raise UsageError(f"{root}/images holds no files: the dataset is empty")
+        return root
     if not (root / "train").is_dir():
         raise UsageError(
             f"{root} is not an ImageFolder dataset: it has no train/ directory "

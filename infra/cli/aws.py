@@ -170,7 +170,8 @@ def cmd_images_publish(ctx: Context) -> int:
 
 
 def cmd_tune(ctx: Context) -> int:
-    from infra.aws import storage, tuning
+    from infra.aws import tuning
+    from infra.channels import channel_prefixes
     from infra.github import write_outputs, write_summary
     from infra.platform import TrainingSpec
 
@@ -179,7 +180,7 @@ def cmd_tune(ctx: Context) -> int:
     data = Path(ctx.args.data) if ctx.args.data else ctx.default_data()
     spec = TrainingSpec(ctx.job_name(), ctx.hyperparameters, data, ctx.code_version())
     uploaded = platform.upload_data(data)
-    job = platform.job_spec(spec, storage.channel_uris(uploaded.uri))
+    job = platform.job_spec(spec, channel_prefixes(data, uploaded.uri))
     name = f"{ctx.config.project.name[:14]}-{spec.job_name[-13:]}"[:32].strip("-")
     console.print(
         f"tuning {', '.join(sorted(config.ranges))} for {config.objective}: {config.max_jobs} trials, "

@@ -21,26 +21,52 @@ from infra.errors import GateRejected, UsageError
 
 
 def cmd_data(ctx: Context) -> int:
-    from infra.datasets import DatasetError, make_synthetic, prepare_cifar10, write_digits
+    from infra.datasets import (
+        DatasetError,
+        make_synthetic,
+        make_synthetic_yolo,
+        prepare_cifar10,
+        write_digits,
+    )
 
     args = ctx.args
-    out = Path(args.out) if args.out else ctx.home / "data" / args.dataset
+    task = getattr(args, "task", "classification")
+    default_name = args.dataset if task == "classification" else f"{args.dataset}-{task}"
+    out = Path(args.out) if args.out else ctx.home / "data" / default_name
 
     def progress(message: str) -> None:
         console.print(f"  [dim]{message}[/]")
 
     try:
-        if args.dataset == "synthetic":
+        if args.dataset == "synthetic" and task == "classification":
             info = make_synthetic(
                 out,
                 seed=args.seed,
-                classes=args.classes,
-                train_per_class=args.train_per_class,
-                val_per_class=args.val_per_class,
-                test_per_class=args.test_per_class,
-                size=args.size,
                 force=args.force,
                 progress=progress,
+                **_given(
+                    classes=args.classes,
+                    train_per_class=args.train_per_class,
+                    val_per_class=args.val_per_class,
+                    test_per_class=args.test_per_class,
+                    size=args.size,
+                ),
+            )
+        elif args.dataset == "synthetic":
+            # An image holds several objects of random classes, so the per-class flags count images.
+            info = make_synthetic_yolo(
+                out,
+                task=task,
+                seed=args.seed,
+                force=args.force,
+                progress=progress,
+                **_given(
+                    classes=args.classes,
+                    train=args.train_per_class,
+                    val=args.val_per_class,
+                    test=args.test_per_class,
+                    size=args.size,
+                ),
             )
         elif args.dataset == "digits":
             info = write_digits(out, seed=args.seed, size=args.size, force=args.force, progress=progress)
@@ -60,6 +86,36 @@ def cmd_data(ctx: Context) -> int:
         f"{verb} {info.name} dataset at {info.root} ({len(info.classes)} classes; {counts}) "
         f"in {info.seconds:.1f}s"
     )
+    return 0
+
+
+def _given(**values: int | None) -> dict[str, Any]:
+    """The flags the user gave: the others keep the dataset function's own defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def cmd_data_yolo(ctx: Context) -> int:
+    """Validate a YOLO dataset and, with --out, copy it normalised; a bad one exits 2 listing file:line."""
+    from infra.datasets import DatasetError, prepare_yolo
+    from train.yolo_data import format_report
+
+    args = ctx.args
+    try:
+        info = prepare_yolo(
+            Path(args.path),
+            Path(args.out) if args.out else None,
+            task=args.task,
+            force=args.force,
+            progress=lambda message: console.print(f"  [dim]{message}[/]"),
+        )
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    assert info.report is not None  # prepare_yolo always reports
+    console.print(f"valid YOLO dataset at {info.report.yaml_path} ({len(info.classes)} classes)")
+    for line in format_report(info.report):
+        console.print(f"  {line}")
+    if info.created:
+        console.print(f"copied to {info.root} in {info.seconds:.1f}s (data.yaml with relative paths)")
     return 0
 
 
@@ -181,9 +237,8 @@ def _decide(ctx: Context, platform: Any, job: str) -> tuple[Any, Any, Any]:
         data = platform.job_data(job) if ctx.local else None
         data = data or (Path(ctx.args.data) if getattr(ctx.args, "data", None) else ctx.default_data())
         compare, notes = champion_metrics(platform, production, result, data)
-    decision = gate.evaluate(
-        result.metrics, ctx.config.gate, compare, production.label if production else None, notes
-    )
+    judge = ctx.config.gate.for_task(gate.candidate_task(result.model_dir))
+    decision = gate.evaluate(result.metrics, judge, compare, production.label if production else None, notes)
     return result, decision, production
 
 

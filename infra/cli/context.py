@@ -95,7 +95,16 @@ class Context:
             self._platform = self.platform()
         return self._platform
 
+    @property
+    def task(self) -> str:
+        """The task of this run (classification unless the run inputs say otherwise)."""
+        return self._run.hyperparameters.get("task", "classification") if self._run else "classification"
+
     def default_data(self) -> Path:
+        """The dataset a run without --data uses: [local] dataset, or for detection and segmentation
+        the synthetic dataset of that task (`mlops data synthetic --task TASK` writes it there)."""
+        if self.task != "classification" and self.config.local.dataset == "synthetic":
+            return self.home / "data" / f"synthetic-{self.task}"
         return self.home / "data" / self.config.local.dataset
 
     @functools.cache  # noqa: B019 -- one Context per process: asking git once is enough
@@ -148,10 +157,18 @@ def _latest_job(ctx: Context) -> str:
 
 
 def _ensure_synthetic(ctx: Context, data: Path) -> str:
-    from infra.datasets import DatasetError, make_synthetic
+    from infra.datasets import DatasetError, make_synthetic, make_synthetic_yolo
 
-    if (data / "train").is_dir() and (data / "test").is_dir():
+    if ((data / "train").is_dir() and (data / "test").is_dir()) or (data / "data.yaml").is_file():
         return f"using {data}"
+    if ctx.task != "classification" and data == ctx.default_data():
+        try:
+            made = make_synthetic_yolo(
+                data, task=ctx.task, progress=lambda m: console.print(f"  [dim]{m}[/]")
+            )
+        except DatasetError as exc:
+            raise UsageError(str(exc)) from None
+        return f"synthetic {ctx.task} dataset at {data} ({made.seconds:.1f}s)"
     if data != ctx.default_data() or ctx.config.local.dataset != "synthetic":
         raise UsageError(
             f"no dataset at {data}; create it with `mlops data synthetic --out {data}` "

@@ -10,6 +10,7 @@ from infra.cli.bootstrap import add_bootstrap_command
 from infra.cli.commands import (
     cmd_data,
     cmd_data_prepare,
+    cmd_data_yolo,
     cmd_deploy,
     cmd_endpoint,
     cmd_evaluate,
@@ -22,6 +23,7 @@ from infra.cli.commands import (
     cmd_validate,
     cmd_versions,
 )
+from infra.cli.runs import add_runs_command
 
 
 def _local_flag(p: argparse.ArgumentParser) -> None:
@@ -98,14 +100,38 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
 
     data = sub.add_parser("data", help="create or prepare a dataset (ImageFolder train/validation/test)")
     dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    syn = dsub.add_parser("synthetic", help="a deterministic, learnable 32x32 dataset (no download)")
-    syn.add_argument("--out", help="output directory (default: $MLOPS_HOME/data/synthetic)")
+    syn = dsub.add_parser(
+        "synthetic",
+        help="a deterministic, learnable dataset of shapes (no download): classification (32x32 "
+        "ImageFolder) or detection/segmentation (64x64 YOLO layout)",
+    )
+    syn.add_argument(
+        "--task",
+        choices=("classification", "detection", "segmentation"),
+        default="classification",
+        help="classification (default): ImageFolder train/validation/test; detection or segmentation: "
+        "YOLO layout (data.yaml, images/ and labels/ with train/val/test), 1-3 shapes per image",
+    )
+    syn.add_argument(
+        "--out", help="output directory (default: $MLOPS_HOME/data/synthetic, or synthetic-TASK for YOLO)"
+    )
     syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--classes", type=int, default=8, help="number of classes, 2-10 (default 8)")
-    syn.add_argument("--train-per-class", type=int, default=250)
-    syn.add_argument("--val-per-class", type=int, default=50)
-    syn.add_argument("--test-per-class", type=int, default=50)
-    syn.add_argument("--size", type=int, default=32, help="image side in pixels")
+    syn.add_argument(
+        "--classes",
+        type=int,
+        help="number of classes: 2-10 (default 8); detection/segmentation 1-4 (default 3)",
+    )
+    # For YOLO tasks an image holds several objects of random classes: these count images per split.
+    syn.add_argument(
+        "--train-per-class", type=int, help="train images per class (default 250); YOLO: train images (120)"
+    )
+    syn.add_argument(
+        "--val-per-class", type=int, help="validation images per class (default 50); YOLO: val images (30)"
+    )
+    syn.add_argument(
+        "--test-per-class", type=int, help="test images per class (default 50); YOLO: test images (30)"
+    )
+    syn.add_argument("--size", type=int, help="image side in pixels (default 32; detection/segmentation 64)")
     syn.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     cif = dsub.add_parser("cifar10", help="real CIFAR-10 (45k/5k/10k) from the official binary archive")
     cif.add_argument("--out", help="output directory (default: $MLOPS_HOME/data/cifar10)")
@@ -123,6 +149,21 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     for dataset in (syn, cif, dig):
         dataset.set_defaults(handler=cmd_data)
     add_data_upload(dsub, _dry_run_flag)
+    yolo = dsub.add_parser(
+        "yolo",
+        help="validate a detection/segmentation dataset in YOLO layout, and copy it to --out normalised",
+        description="PATH is a YOLO dataset: its data.yaml or the directory holding it (train, val, optional "
+        "test, names), images/<split>/ and labels/<split>/*.txt. Prints the counts, classes, instances and "
+        "background images; a bad dataset exits 2 listing each problem as file:line. With --out the "
+        "dataset is copied there with a data.yaml whose paths are relative, ready for `mlops data upload`.",
+    )
+    yolo.add_argument("path", metavar="PATH", help="data.yaml, or the directory that holds it")
+    yolo.add_argument("--out", help="copy the validated dataset here (default: validate only)")
+    yolo.add_argument(
+        "--task", choices=("detection", "segmentation"), help="segmentation requires polygon labels"
+    )
+    yolo.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    yolo.set_defaults(handler=cmd_data_yolo)
     prep = dsub.add_parser(
         "prepare",
         help="make a built-in dataset or download one from S3: the one step a bare workflow job runs",
@@ -247,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     pipe.set_defaults(handler=cmd_pipeline)
 
     add_aws_commands(sub, _dry_run_flag)
+    add_runs_command(sub, _local_flag)
     add_bootstrap_command(sub, _dry_run_flag)
 
     val = sub.add_parser(

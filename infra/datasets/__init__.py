@@ -32,6 +32,7 @@ from infra.datasets.common import (
 )
 from infra.datasets.digits import DIGITS_CLASSES, write_digits
 from infra.datasets.synthetic import SYNTHETIC_CLASSES, make_synthetic, render_shape
+from infra.datasets.yolo import YOLO_SHAPES, YOLO_TASKS, YoloDatasetInfo, make_synthetic_yolo, prepare_yolo
 
 __all__ = [
     "CIFAR10_ARCHIVE_NAME",
@@ -42,12 +43,17 @@ __all__ = [
     "METADATA_FILE",
     "SPLITS",
     "SYNTHETIC_CLASSES",
+    "YOLO_SHAPES",
+    "YOLO_TASKS",
     "DatasetError",
     "DatasetInfo",
     "Progress",
+    "YoloDatasetInfo",
     "fingerprint",
     "make_synthetic",
+    "make_synthetic_yolo",
     "prepare_cifar10",
+    "prepare_yolo",
     "read_metadata",
     "render_shape",
     "write_digits",

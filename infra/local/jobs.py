@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from infra.channels import channel_dirs, is_yolo
 from infra.errors import UsageError
 from infra.local.files import read_json, write_json_atomic
 from infra.platform import LineSink, TrainingResult, TrainingSpec
@@ -30,6 +31,8 @@ _RESUMED = "resumed from checkpoint"
 
 
 def check_dataset(data: Path) -> None:
+    if is_yolo(data):
+        return  # the trainer validates a YOLO dataset (every label line) before it trains
     for channel in CHANNELS:
         if not (data / channel).is_dir():
             raise UsageError(
@@ -46,7 +49,10 @@ def prepare_job_dir(jobs_root: Path, spec: TrainingSpec) -> Path:
     write_json_atomic(config_dir / "hyperparameters.json", spec.hyperparameters)
     write_json_atomic(
         config_dir / "inputdataconfig.json",
-        {c: {"ContentType": "application/x-image", "TrainingInputMode": "File"} for c in CHANNELS},
+        {
+            c: {"ContentType": "application/x-image", "TrainingInputMode": "File"}
+            for c in channel_dirs(spec.data)
+        },
     )
     write_json_atomic(
         config_dir / "resourceconfig.json",
@@ -54,11 +60,12 @@ def prepare_job_dir(jobs_root: Path, spec: TrainingSpec) -> Path:
     )
     data_dir = job_dir / "input" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for channel in CHANNELS:
-        link = data_dir / channel
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to((spec.data / channel).resolve(), target_is_directory=True)
+    for channel in CHANNELS:  # a job dir reused for another dataset keeps no stale channel
+        stale = data_dir / channel
+        if stale.is_symlink():
+            stale.unlink()
+    for channel, source in channel_dirs(spec.data).items():
+        (data_dir / channel).symlink_to(source.resolve(), target_is_directory=True)
     write_json_atomic(
         job_dir / "job.json",
         {"job_name": spec.job_name, "data": str(spec.data.resolve()), "code_version": spec.code_version},

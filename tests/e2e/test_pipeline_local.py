@@ -123,6 +123,10 @@ def test_local_pipeline_lifecycle(mlops):
     assert mlops.served_version() == 1
     assert not (mlops.home / "endpoint" / "logs" / "v2.log").exists()  # no server was ever started for v2
     assert [v["status"] for v in mlops.registry()["versions"]] == ["Approved", "Rejected"]
+    compared = mlops("runs", "compare", "--local")  # the newest (v2) against production (v1)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    row = next(line for line in compared.stdout.splitlines() if "test_accuracy" in line)
+    assert "worse" in row and "v2 (Rejected) against v1 (production)" in compared.stdout
     assert mlops.pipeline(*BAD, "--fail-on-reject").returncode == 4  # v3, rejected again
     mlops.predict(png_bytes())
 

@@ -330,3 +330,36 @@ def test_mlops_data_prepare_downloads_an_s3_prefix_and_makes_a_built_in_one(aws,
     assert (tmp_path / "syn" / "train").is_dir()
     assert main(["data", "prepare", "imagenet", "--out", str(tmp_path / "x")]) == 2
     assert "unknown dataset source 'imagenet'" in capsys.readouterr().err
+
+
+# --- YOLO datasets -------------------------------------------------------------------------------
+
+
+def test_a_yolo_dataset_uploads_and_downloads_back_identically(aws: Aws, tmp_path: Path):
+    from infra.datasets import make_synthetic_yolo
+
+    root = tmp_path / "yolo"
+    make_synthetic_yolo(root, task="segmentation", train=4, val=2, test=2)
+    assert not (root / "train").exists()  # images/train and labels/train, not an ImageFolder train/
+    result = upload(aws, root)
+    meta = read_metadata(root)
+    assert meta is not None
+    assert result.uri == f"s3://{BUCKET}/{dataset_prefix('demo', meta['fingerprint'])}"
+    assert result.uploaded == result.files == len(local_files(root))
+    back = download_dataset(aws, result.uri, tmp_path / "back")
+    assert back.files == result.files
+    original = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    copied = {
+        p.relative_to(back.root).as_posix(): p.read_bytes() for p in back.root.rglob("*") if p.is_file()
+    }
+    assert copied == original
+    assert "data.yaml" in copied and "labels/train/00000.txt" in copied
+    assert upload(aws, back.root).uploaded == 0  # the same bytes find the same prefix
+
+
+def test_a_yolo_dataset_without_images_is_refused(aws: Aws, tmp_path: Path):
+    root = tmp_path / "empty"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a]\n")
+    with pytest.raises(UsageError, match="holds no files"):
+        upload(aws, root)

@@ -1,0 +1,92 @@
+"""What a reviewer finds on a W&B run: named after the job, grouped by git SHA, tagged with the trigger,
+instance and spot, linked to the SageMaker job, and the model aliased `candidate`."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from train.tracking import Tracker, run_context
+
+SAGEMAKER = {
+    "MLOPS_CODE_VERSION": "0123456789abcdef",
+    "MLOPS_TRIGGER": "pipeline-workflow",
+    "MLOPS_INSTANCE_TYPE": "ml.g5.xlarge",
+    "MLOPS_SPOT": "true",
+    "TRAINING_JOB_NAME": "cv-20261203-abcd",
+    "AWS_REGION": "eu-west-1",
+    "WANDB_MODE": "offline",
+}
+
+
+def test_a_sagemaker_run_carries_sha_trigger_instance_spot_and_a_console_link():
+    context = run_context(SAGEMAKER)
+    assert context["group"] == "git-0123456789ab"
+    assert context["tags"] == [
+        "git:0123456789ab",
+        "trigger:pipeline-workflow",
+        "instance:ml.g5.xlarge",
+        "spot",
+    ]
+    assert context["config"]["mlops/sagemaker_job"] == (
+        "https://eu-west-1.console.aws.amazon.com/sagemaker/home?region=eu-west-1#/jobs/cv-20261203-abcd"
+    )
+
+
+def test_a_local_run_says_local_and_has_no_console_link():
+    context = run_context({"MLOPS_SPOT": "false"})
+    assert context["tags"] == ["git:unknown", "trigger:cli", "instance:local", "on-demand"]
+    assert "mlops/sagemaker_job" not in context["config"]
+
+
+class FakeRun:
+    def __init__(self, **kwargs: Any) -> None:
+        self.init = kwargs
+        self.id = kwargs.get("id") or "run123"
+        self.dir = "/tmp/wandb/run/files"
+        self.url = "https://wandb.example/run123"
+        self.summary: dict[str, Any] = {}
+        self.artifacts: list[tuple[Any, list[str]]] = []
+
+    def log_artifact(self, artifact: Any, aliases: list[str]) -> None:
+        self.artifacts.append((artifact, aliases))
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+def fake_wandb(monkeypatch) -> types.SimpleNamespace:
+    runs: list[FakeRun] = []
+
+    class Artifact:
+        def __init__(self, name: str, type: str, metadata: dict[str, Any]) -> None:
+            self.name, self.dirs = name, []
+
+        def add_dir(self, path: str) -> None:
+            self.dirs.append(path)
+
+    def init(**kwargs: Any) -> FakeRun:
+        runs.append(FakeRun(**kwargs))
+        return runs[-1]
+
+    module = types.SimpleNamespace(init=init, Settings=lambda **kw: kw, Artifact=Artifact, runs=runs)
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    return module
+
+
+def test_the_run_is_started_with_the_context_and_the_model_is_the_candidate(monkeypatch, tmp_path: Path):
+    wandb = fake_wandb(monkeypatch)
+    tracker = Tracker(
+        tmp_path / "wandb", project="cv", name="cv-20261203-abcd", config={"epochs": 3}, env=SAGEMAKER
+    )
+    tracker.start()
+    (run,) = wandb.runs
+    assert run.init["name"] == "cv-20261203-abcd" and run.init["group"] == "git-0123456789ab"
+    assert "trigger:pipeline-workflow" in run.init["tags"] and "spot" in run.init["tags"]
+    assert run.init["config"]["epochs"] == 3 and run.init["config"]["mlops/instance_type"] == "ml.g5.xlarge"
+    assert run.init["notes"].endswith("#/jobs/cv-20261203-abcd") and run.init["resume"] == "allow"
+    tracker.log_model(tmp_path, {"metrics": {}})
+    (_artifact, aliases) = run.artifacts[0]
+    assert aliases == ["latest", "candidate", "cv-20261203-abcd"]
