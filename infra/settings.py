@@ -117,16 +117,30 @@ class ProjectConfig(BaseModel):
     name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", max_length=32)
 
 
+def _strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    return value
+
+
 class TrainDefaults(BaseModel):
+    """Default hyperparameters of a run; `detection` and `segmentation` add their own over them (YOLO
+    takes an image size, an lr0 and epochs of its own; the classifier's values are ignored or wrong)."""
+
     model_config = ConfigDict(extra="forbid")
     hyperparameters: dict[str, str] = Field(default_factory=dict)
+    detection: dict[str, str] = Field(default_factory=dict)
+    segmentation: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("hyperparameters", mode="before")
+    @field_validator("hyperparameters", "detection", "segmentation", mode="before")
     @classmethod
     def _as_strings(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
-        return value
+        return _strings(value)
+
+    def for_task(self, task: str) -> dict[str, str]:
+        if task in ("detection", "segmentation"):
+            return {**self.hyperparameters, **getattr(self, task)}
+        return dict(self.hyperparameters)
 
 
 class LocalConfig(TrainDefaults):

@@ -1,8 +1,12 @@
 """The HTTP side of the hosting contract: a Starlette app around a loaded Predictor.
 
-Stages of one invocation: check Accept and top_k (cheap, on the event loop) -> read the body under a
-byte cap (Content-Length first, then while streaming) -> decode and predict in the single inference
-thread -> JSON. Every refusal is `{"error": ...}` with a 4xx status; a request log line wraps it all.
+Stages of one invocation: check Accept and the settings in the query and headers (cheap, on the event
+loop) -> read the body under a byte cap (Content-Length first, then while streaming) -> decode, add a
+JSON body's settings, and predict in the single inference thread -> JSON. Every refusal is
+`{"error": ...}` with a 4xx status; a request log line wraps it all.
+
+Both task families answer `{"predictions": [one per image], "model": {...}}`: a classifier's
+prediction holds `top_k`, a detector's `boxes` (each with a `polygon` for segmentation).
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,8 +27,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.codecs import BadRequest, check_content_type, decode
+from serve.codecs import BadRequest, check_content_type, decode_request
+from serve.options import (
+    CLASSIFY_SETTINGS,
+    DETECT_SETTINGS,
+    check_parameters,
+    custom_attributes,
+    requested_detect_options,
+    requested_top_k,
+)
 from serve.predictor import Prediction, Predictor
+from serve.yolo import Detection, DetectOptions, Detector
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 _JSON_ACCEPTS = {"application/json", "application/*", "*/*"}
@@ -36,10 +50,10 @@ class Limits:
     max_batch: int
 
 
-def create_app(predictor: Predictor, executor: Executor, limits: Limits) -> ASGIApp:
+def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limits) -> ASGIApp:
     """`executor` must be the single thread that loaded `predictor`: inference only ever runs there."""
-    default_top_k = min(5, predictor.num_classes)
     model_info = describe(predictor)
+    task = _Detect(predictor) if isinstance(predictor, Detector) else _Classify(predictor)
 
     async def ping(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -48,17 +62,15 @@ def create_app(predictor: Predictor, executor: Executor, limits: Limits) -> ASGI
         if not accepts_json(request.headers.get("accept")):
             accept = request.headers["accept"]
             raise BadRequest(406, f"cannot answer Accept: {accept}; responses are application/json")
-        top_k = requested_top_k(
-            request.query_params.get("top_k"),
-            request.headers.get(CUSTOM_ATTRIBUTES),
-            default=default_top_k,
-            num_classes=predictor.num_classes,
-        )
+        sources: Sources = [request.query_params, custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES))]
+        task.settings(sources)  # refuse a bad setting before reading a body it would be wasted on
         content_type = check_content_type(request.headers.get("content-type"))
         body = await read_body(request, limits.max_payload_bytes)
 
-        def infer() -> list[Prediction]:
-            return predictor.predict(decode(content_type, body, limits.max_batch), top_k)
+        def infer() -> list[dict[str, Any]]:
+            images, parameters = decode_request(content_type, body, limits.max_batch)
+            check_parameters(parameters, task.accepted)
+            return task.answer(images, [*sources, parameters])
 
         try:
             predictions = await asyncio.get_running_loop().run_in_executor(executor, infer)
@@ -68,15 +80,7 @@ def create_app(predictor: Predictor, executor: Executor, limits: Limits) -> ASGI
             log.exception("inference failed")
             return JSONResponse({"error": "internal error during inference; see the server log"}, 500)
         request.state.images = len(predictions)
-        return JSONResponse(
-            {
-                "predictions": [
-                    {"top_k": [{"label": label, "probability": round(p, 6)} for label, p in ranked]}
-                    for ranked in predictions
-                ],
-                "model": model_info,
-            }
-        )
+        return JSONResponse({"predictions": predictions, "model": model_info})
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
@@ -94,7 +98,57 @@ def create_app(predictor: Predictor, executor: Executor, limits: Limits) -> ASGI
     return RequestLog(app)
 
 
-def describe(predictor: Predictor) -> dict[str, Any]:
+Sources = list[Mapping[str, Any]]  # where per-request settings are looked up, first wins
+
+
+class _Classify:
+    accepted = CLASSIFY_SETTINGS
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.default_top_k = min(5, predictor.num_classes)
+
+    def settings(self, sources: Sources) -> int:
+        return requested_top_k(sources, default=self.default_top_k, num_classes=self.predictor.num_classes)
+
+    def answer(self, images: list[np.ndarray], sources: Sources) -> list[dict[str, Any]]:
+        return [_ranked(p) for p in self.predictor.predict(images, self.settings(sources))]
+
+
+class _Detect:
+    accepted = DETECT_SETTINGS
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    def settings(self, sources: Sources) -> DetectOptions:
+        return requested_detect_options(sources)
+
+    def answer(self, images: list[np.ndarray], sources: Sources) -> list[dict[str, Any]]:
+        classes = self.detector.classes
+        return [
+            {"boxes": [_box(d, classes) for d in detections]}
+            for detections in self.detector.predict(images, self.settings(sources))
+        ]
+
+
+def _ranked(prediction: Prediction) -> dict[str, Any]:
+    return {"top_k": [{"label": label, "probability": round(p, 6)} for label, p in prediction]}
+
+
+def _box(detection: Detection, classes: list[str]) -> dict[str, Any]:
+    box: dict[str, Any] = {
+        "box": list(detection.box),
+        "score": detection.score,
+        "label": classes[detection.class_id],
+        "class_id": detection.class_id,
+    }
+    if detection.polygon is not None:
+        box["polygon"] = [list(point) for point in detection.polygon]
+    return box
+
+
+def describe(predictor: Predictor | Detector) -> dict[str, Any]:
     """What every response says about the model, so a caller can tell which deployment answered."""
     manifest = predictor.manifest
     info: dict[str, Any] = {
@@ -116,28 +170,6 @@ def accepts_json(accept: str | None) -> bool:
     if not accept or not accept.strip():
         return True
     return any(part.split(";", 1)[0].strip().lower() in _JSON_ACCEPTS for part in accept.split(","))
-
-
-def requested_top_k(query: str | None, attributes: str | None, *, default: int, num_classes: int) -> int:
-    """top_k from the query string, else from SageMaker's custom attributes (`top_k=3,other=x`)."""
-    raw = query if query is not None else _attribute(attributes or "", "top_k")
-    if raw is None:
-        return default
-    try:
-        top_k = int(raw.strip())
-    except ValueError:
-        raise BadRequest(400, f"top_k must be an integer, got {raw!r}") from None
-    if not 1 <= top_k <= num_classes:
-        raise BadRequest(400, f"top_k must be between 1 and {num_classes} (the class count), got {top_k}")
-    return top_k
-
-
-def _attribute(attributes: str, name: str) -> str | None:
-    for pair in attributes.replace(";", ",").split(","):
-        key, sep, value = pair.partition("=")
-        if sep and key.strip().lower() == name:
-            return value
-    return None
 
 
 async def read_body(request: Request, limit: int) -> bytes:

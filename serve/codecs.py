@@ -2,7 +2,8 @@
 
 Stages: normalise the content type -> dispatch on it (single image, JSON batch of base64 images, or a
 NumPy .npy array) -> refuse anything malformed, oversized or ambiguous with a `BadRequest` whose status
-and message the server returns as they are -> a list of (H, W, 3) uint8 RGB arrays.
+and message the server returns as they are -> a list of (H, W, 3) uint8 RGB arrays, plus, for a JSON
+body, its optional `"parameters"` object (per-request settings; serve/options.py checks them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -52,14 +54,21 @@ def check_content_type(content_type: str | None) -> str:
 
 def decode(content_type: str | None, body: bytes, max_images: int) -> list[np.ndarray]:
     """Decode one request body into (H, W, 3) uint8 RGB images, at most `max_images` of them."""
+    return decode_request(content_type, body, max_images)[0]
+
+
+def decode_request(
+    content_type: str | None, body: bytes, max_images: int
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """`decode`, plus the JSON body's `"parameters"` object ({} when there is none or no JSON)."""
     kind = check_content_type(content_type)
     decoder = _DECODERS[kind]
     if not body:
         raise BadRequest(400, f"empty request body: send {kind} data")
-    images = decoder(body, max_images)
+    images, parameters = decoder(body, max_images)
     if len(images) > max_images:
         raise BadRequest(400, f"too many images: {len(images)} in one request, the limit is {max_images}")
-    return images
+    return images, parameters
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -94,11 +103,14 @@ def _check_size(width: int, height: int) -> None:
         raise BadRequest(413, f"image is {width}x{height} pixels; the limit is {MAX_SIDE} per side")
 
 
-def _single_image(body: bytes, max_images: int) -> list[np.ndarray]:
-    return [decode_image(body)]
+_Decoded = tuple[list[np.ndarray], dict[str, Any]]
 
 
-def _json_instances(body: bytes, max_images: int) -> list[np.ndarray]:
+def _single_image(body: bytes, max_images: int) -> _Decoded:
+    return [decode_image(body)], {}
+
+
+def _json_instances(body: bytes, max_images: int) -> _Decoded:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -112,13 +124,17 @@ def _json_instances(body: bytes, max_images: int) -> list[np.ndarray]:
         raise BadRequest(400, '"instances" is empty: send at least one base64 image')
     if len(instances) > max_images:
         raise BadRequest(400, f"too many images: {len(instances)} in one request, the limit is {max_images}")
+    parameters = payload.get("parameters")
+    parameters = {} if parameters is None else parameters
+    if not isinstance(parameters, dict):
+        raise BadRequest(400, f'"parameters" must be an object, got {type(parameters).__name__}')
     images = []
     for index, instance in enumerate(instances):
         try:
             images.append(decode_image(_b64_instance(instance)))
         except BadRequest as exc:
             raise BadRequest(exc.status, f"instances[{index}]: {exc.message}") from exc
-    return images
+    return images, parameters
 
 
 def _b64_instance(instance: object) -> bytes:
@@ -134,7 +150,7 @@ def _b64_instance(instance: object) -> bytes:
         raise BadRequest(400, f"invalid base64: {exc}") from exc
 
 
-def _npy_array(body: bytes, max_images: int) -> list[np.ndarray]:
+def _npy_array(body: bytes, max_images: int) -> _Decoded:
     array = _read_npy(body)
     shape = array.shape
     if array.ndim == 2 or (array.ndim == 3 and shape[-1] == 3):
@@ -153,7 +169,7 @@ def _npy_array(body: bytes, max_images: int) -> list[np.ndarray]:
     pixels = _npy_pixels(batch)
     if pixels.ndim == 3:  # grayscale to RGB
         pixels = np.repeat(pixels[..., None], 3, axis=-1)
-    return [np.ascontiguousarray(image) for image in pixels]
+    return [np.ascontiguousarray(image) for image in pixels], {}
 
 
 def _read_npy(body: bytes) -> np.ndarray:
@@ -187,7 +203,7 @@ def _npy_pixels(batch: np.ndarray) -> np.ndarray:
     raise BadRequest(400, f"unsupported dtype {batch.dtype}: send uint8 (0-255) or float in [0, 1]")
 
 
-_DECODERS: dict[str, Callable[[bytes, int], list[np.ndarray]]] = {
+_DECODERS: dict[str, Callable[[bytes, int], _Decoded]] = {
     **dict.fromkeys(IMAGE_TYPES, _single_image),
     "application/json": _json_instances,
     "application/x-npy": _npy_array,

@@ -1,8 +1,10 @@
 """A verified model artifact, loaded for inference.
 
-Stages: verify every file's sha256 against the manifest (before anything is parsed) -> build the named
-architecture -> load the safetensors weights strictly (never pickle) -> eval mode -> one warm-up pass.
-`predict` then resizes, normalises and batches RGB images and returns the top-k classes of each.
+Stages: verify every file's sha256 against the manifest (before anything is parsed) -> dispatch on the
+manifest's task: a classifier here, a YOLO detector or segmenter in serve/yolo.py. For a classifier:
+build the named architecture -> load the safetensors weights strictly (never pickle) -> eval mode ->
+one warm-up pass. `predict` then resizes, normalises and batches RGB images and returns the top-k
+classes of each.
 
 Call `load` and `predict` from the same thread: on CPU a model built in one thread and run from another
 gets a second OpenMP pool and its batch-1 latency doubles (see shared FACTS).
@@ -11,6 +13,7 @@ gets a second OpenMP pool and its batch-1 latency doubles (see shared FACTS).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,11 +25,32 @@ from torch import nn
 from artifact.architectures import build
 from artifact.manifest import ArtifactError, Manifest, verify
 
-SUPPORTED_TASKS = ("classification",)
+if TYPE_CHECKING:
+    from serve.yolo import Detector
+
+SUPPORTED_TASKS = ("classification", "detection", "segmentation")
 # Bounds the activations of one forward pass when MLOPS_MAX_BATCH is raised far above the default.
 _CHUNK = 64
 
 Prediction = list[tuple[str, float]]
+
+
+def load(model_dir: Path) -> Predictor | Detector:
+    """Verify the artifact's hashes, then load it for its task; any problem raises ArtifactError.
+
+    Nothing in `model_dir` is parsed, let alone unpickled, before `verify` has matched every file.
+    """
+    manifest = verify(model_dir)
+    if manifest.task == "classification":
+        return Predictor.from_verified(model_dir, manifest)
+    if manifest.task in SUPPORTED_TASKS:
+        from serve.yolo import Detector  # imports Ultralytics' settings only where a YOLO model is served
+
+        return Detector.load(model_dir, manifest)
+    raise ArtifactError(
+        f"serving task {manifest.task!r} is not implemented; this server supports "
+        f"{', '.join(SUPPORTED_TASKS)}"
+    )
 
 
 class Predictor:
@@ -42,13 +66,14 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: Path) -> Predictor:
-        """Verify, build, load and warm; any problem with the artifact raises ArtifactError."""
-        manifest = verify(model_dir)
-        if manifest.task not in SUPPORTED_TASKS:
-            raise ArtifactError(
-                f"serving task {manifest.task!r} is not implemented yet; this server supports "
-                f"{', '.join(SUPPORTED_TASKS)}"
-            )
+        """Verify, build, load and warm a classifier; any problem with the artifact raises ArtifactError."""
+        return cls.from_verified(model_dir, verify(model_dir))
+
+    @classmethod
+    def from_verified(cls, model_dir: Path, manifest: Manifest) -> Predictor:
+        """Build, load and warm a classifier whose files `verify` has matched to `manifest`."""
+        if manifest.task != "classification":
+            raise ArtifactError(f"{model_dir} holds a {manifest.task!r} model, not a classifier")
         _check_manifest(manifest)
         try:
             model = build(manifest.architecture, len(manifest.classes), manifest.architecture_revision)

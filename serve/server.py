@@ -25,6 +25,7 @@ from artifact.manifest import ArtifactError
 
 if TYPE_CHECKING:
     from serve.predictor import Predictor
+    from serve.yolo import Detector
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse larger requests anyway
@@ -45,7 +46,11 @@ endpoints:
   GET  /ping          200 {{"status": "ok"}} (the model is loaded before the port is bound)
   POST /invocations   image/png, image/jpeg, application/x-image, application/json
                       ({{"instances": [<base64 image>, ...]}}) or application/x-npy;
-                      top_k from ?top_k=N or "X-Amzn-SageMaker-Custom-Attributes: top_k=N"
+                      classification: top_k from ?top_k=N, "X-Amzn-SageMaker-Custom-Attributes: top_k=N"
+                      or a JSON body's {{"parameters": {{"top_k": N}}}}
+                      detection, segmentation: conf (0-1], iou (0-1], max_det [1-1000] the same ways,
+                      e.g. ?conf=0.25&iou=0.7&max_det=100; Ultralytics runs offline from a private
+                      config dir under the temp dir, set up at startup
 
 exit status: 0 after SIGTERM or SIGINT, 1 when the model artifact fails verification or cannot
 load, 2 on bad flags or environment values, 3 when the port cannot be bound.
@@ -134,20 +139,22 @@ def main(argv: list[str] | None = None) -> int:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _load(settings: Settings) -> tuple[Predictor, int]:
+def _load(settings: Settings) -> tuple[Predictor | Detector, int]:
     import torch
 
     from serve import codecs
-    from serve.predictor import Predictor
+    from serve import predictor as loader
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    predictor = Predictor.load(settings.model_dir)
+    predictor = loader.load(settings.model_dir)
     codecs.warm_up()
     return predictor, torch.get_num_threads()
 
 
-def _serve(predictor: Predictor, executor: ThreadPoolExecutor, settings: Settings, threads: int) -> int:
+def _serve(
+    predictor: Predictor | Detector, executor: ThreadPoolExecutor, settings: Settings, threads: int
+) -> int:
     from serve.app import Limits, create_app
 
     limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_batch=settings.max_batch)

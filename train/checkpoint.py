@@ -69,6 +69,11 @@ def check_compatible(
         "classes": state["classes"],
         "image_size": state["config"]["image_size"],
     }
+    refuse_mismatch(mine, theirs, directory)
+
+
+def refuse_mismatch(mine: dict[str, Any], theirs: dict[str, Any], directory: Path) -> None:
+    """CheckpointMismatch naming each property where the checkpoint and the job differ."""
     diffs = [k for k in mine if mine[k] != theirs[k]]
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {theirs[k]!r} vs job {mine[k]!r}" for k in diffs)

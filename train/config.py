@@ -19,7 +19,11 @@ from typing import Any
 # Mirrors artifact.architectures.ARCHITECTURES (a unit test keeps them equal); no torch import here.
 ARCHITECTURES = ("resnet18", "smallcnn")
 TASKS = ("classification", "detection", "segmentation")
-IMPLEMENTED_TASKS = ("classification",)
+IMPLEMENTED_TASKS = ("classification", "detection", "segmentation")
+YOLO_TASKS = ("detection", "segmentation")  # trained by Ultralytics YOLO (train/yolo.py)
+# Ultralytics names the other heads in its model files; a name with one of them builds the wrong model.
+_OTHER_HEADS = ("-seg", "-cls", "-pose", "-obb")
+DISTRIBUTED_TASKS = ("classification",)  # the tasks that train on more than one host
 
 
 class ConfigError(ValueError):
@@ -37,11 +41,16 @@ class TrainConfig:
         default="resnet18",
         metadata={
             **_choice(*ARCHITECTURES),
-            "help": "resnet18 (CIFAR stem, for GPUs) or smallcnn (fast CPU demos)",
+            "help": "classification: resnet18 (CIFAR stem, for GPUs) or smallcnn (fast CPU demos); "
+            "detection and segmentation ignore it (see model)",
         },
     )
     epochs: int = field(default=30, metadata={"min": 1, "max": 10_000, "help": "passes over train"})
-    batch_size: int = field(default=128, metadata={"min": 1, "max": 65_536, "help": "images per step"})
+    # Per process (the torchrun convention): a distributed step sees batch_size x processes images.
+    batch_size: int = field(
+        default=128,
+        metadata={"min": 1, "max": 65_536, "help": "images per step on each process (GPU)"},
+    )
     learning_rate: float = field(
         default=0.1, metadata={"min_exclusive": 0.0, "max": 10.0, "help": "peak learning rate"}
     )
@@ -85,6 +94,43 @@ class TrainConfig:
         default="auto", metadata={**_choice("auto", "cpu", "cuda"), "help": "auto picks cuda when available"}
     )
     amp: bool = field(default=True, metadata={"help": "mixed precision on cuda (ignored on cpu)"})
+    # Detection and segmentation (Ultralytics YOLO, train/yolo.py). The classifier ignores these, and YOLO
+    # ignores arch, learning_rate, head_lr_scale, scheduler, label_smoothing and image_size: their
+    # defaults are the classifier's (lr 0.1, 32 px), wrong for YOLO. Shared: epochs, batch_size, optimizer,
+    # momentum, weight_decay, warmup_epochs, augment, seed, device, amp.
+    model: str = field(
+        default="auto",
+        metadata={
+            "accepted": "auto, <name>.yaml, <file>.pt",
+            "help": "YOLO: auto (yolov8n.yaml; yolov8n-seg.yaml for segmentation), an Ultralytics "
+            "architecture .yaml (built from scratch), or a .pt file in the weights channel (fine-tuned); "
+            "never downloaded",
+        },
+    )
+    base_weights: str = field(
+        default="auto",
+        metadata={
+            "accepted": "auto, none, <file>.pt",
+            "help": "YOLO: a .pt file in the weights channel; with model=auto the run starts from it, with "
+            "model=<name>.yaml its matching layers are loaded into that architecture; auto: the channel's "
+            "only .pt when the channel exists; none: ignore the channel",
+        },
+    )
+    imgsz: int = field(
+        default=640,
+        metadata={"min": 32, "max": 4096, "help": "YOLO: image side in pixels, a multiple of 32"},
+    )
+    lr0: float = field(
+        default=0.01,
+        metadata={"min_exclusive": 0.0, "max": 10.0, "help": "YOLO: initial learning rate"},
+    )
+    patience: int = field(
+        default=100,
+        metadata={"min": 0, "max": 10_000, "help": "YOLO: stop after this many epochs without gain; 0 never"},
+    )
+    deterministic: bool = field(
+        default=True, metadata={"help": "YOLO: deterministic algorithms (reproducible, may be slower)"}
+    )
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -181,6 +227,8 @@ def describe() -> list[tuple[str, str, str, str]]:
         accepted = (
             ", ".join(meta["choices"])
             if "choices" in meta
+            else meta["accepted"]
+            if "accepted" in meta
             else ("true/false" if f.type in (bool, "bool") else _range(meta).removeprefix("accepted: "))
         )
         rows.append(
@@ -191,15 +239,17 @@ def describe() -> list[tuple[str, str, str, str]]:
 
 def check_supported(config: TrainConfig, *, hosts: int = 1) -> None:
     """What this build can train: a valid config may still ask for a task or a cluster it cannot run.
-    The trainer checks it at start; `mlops validate` checks it before anything is built or started."""
+    The trainer checks it at start; `mlops validate` checks it before anything is built or started.
+    The classifier trains on any number of hosts (DDP under torchrun, `train.distributed`)."""
     if config.task not in IMPLEMENTED_TASKS:
         raise ConfigError(
             f"hyperparameter 'task': {config.task!r} is not implemented yet; "
             f"this build trains: {', '.join(IMPLEMENTED_TASKS)}"
         )
-    if hosts > 1:
+    if hosts > 1 and config.task not in DISTRIBUTED_TASKS:
         raise ConfigError(
-            f"distributed training over {hosts} hosts is not implemented yet; run with one instance"
+            f"distributed training over {hosts} hosts is implemented for {', '.join(DISTRIBUTED_TASKS)} "
+            f"only, not {config.task!r}; run with one instance"
         )
 
 
@@ -232,6 +282,8 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
             values[key] = _parse_bool(key, text)
         elif f.type in (int, "int"):
             values[key] = _parse_number(key, text, int, meta)
+        elif f.type in (str, "str"):
+            values[key] = text
         else:
             values[key] = _parse_number(key, text, float, meta)
     config = TrainConfig(**values)
@@ -240,4 +292,41 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> TrainConfig:
             f"hyperparameter 'warmup_epochs': {config.warmup_epochs} "
             f"must be smaller than epochs ({config.epochs})"
         )
+    _check_yolo(config)
     return config
+
+
+def _check_yolo(config: TrainConfig) -> None:
+    """The YOLO fields: file names, never paths or URLs (nothing is downloaded), and a model file whose
+    head matches the task. Checked for every task, so a typo fails at once whichever task runs."""
+    model, weights = config.model, config.base_weights
+    if model != "auto" and (not model.endswith((".yaml", ".yml", ".pt")) or "/" in model or "\\" in model):
+        raise ConfigError(
+            f"hyperparameter 'model': {model!r} is not auto, an Ultralytics architecture file name "
+            "ending in .yaml (yolov8n.yaml) or a .pt file name in the weights channel (best.pt)"
+        )
+    if weights not in ("auto", "none") and (not weights.endswith(".pt") or "/" in weights or "\\" in weights):
+        raise ConfigError(
+            f"hyperparameter 'base_weights': {weights!r} is not auto, none or a .pt file name "
+            "in the weights channel"
+        )
+    if model.endswith(".pt") and weights not in ("auto", "none"):
+        raise ConfigError(
+            f"hyperparameters 'model' ({model}) and 'base_weights' ({weights}) both name weights to start "
+            "from: give one (model=<name>.yaml with base_weights loads those weights into that architecture)"
+        )
+    if config.imgsz % 32:
+        raise ConfigError(
+            f"hyperparameter 'imgsz': {config.imgsz} is not a multiple of 32 (the YOLO stride); "
+            f"try {max(32, round(config.imgsz / 32) * 32)}"
+        )
+    if config.task in YOLO_TASKS and model.endswith((".yaml", ".yml")):
+        stem = model.rsplit(".", 1)[0].lower()
+        wanted = "-seg" if config.task == "segmentation" else ""
+        heads = [head for head in _OTHER_HEADS if head in stem]
+        if (wanted and wanted not in heads) or (not wanted and heads):
+            example = "yolov8n-seg.yaml" if wanted else "yolov8n.yaml"
+            raise ConfigError(
+                f"hyperparameter 'model': {model} does not build a {config.task} model; "
+                f"use a{' -seg' if wanted else ' detection'} architecture such as {example}"
+            )

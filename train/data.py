@@ -5,6 +5,11 @@ Stages: scan `<channel>/<class>/<image>` -> decode in a thread pool (PIL release
 applied to the whole batch, then normalised with the train channel's per-channel mean and std. Keeping
 decoded pixels in memory (CIFAR-10 is 150 MB) makes each epoch cost only the model, on CPU or GPU.
 Corrupt images are skipped and reported, never silently dropped.
+
+Under distributed training each rank (`rank` of `world`) takes a disjoint shard of the same per-epoch
+order: for training padded to a multiple of `world` (as torch's DistributedSampler does), so every rank
+runs the same number of steps; for evaluation strided without padding, so the reduced sums count each
+image once. `batch_size` is per rank (the torchrun convention): a step sees `batch_size * world` images.
 """
 
 from __future__ import annotations
@@ -124,6 +129,22 @@ def _augment(batch: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
     return out
 
 
+def shard_size(n: int, world: int) -> int:
+    """Images each rank gets of a padded shard (and rank 0, the largest, of an unpadded one)."""
+    return -(-n // world)
+
+
+def shard(order: torch.Tensor, rank: int, world: int, *, pad: bool) -> torch.Tensor:
+    """Rank `rank`'s part of `order`; with `pad`, the order is first extended by its own head to a
+    multiple of `world` (a few images are seen twice an epoch) so every rank gets as many."""
+    if world == 1:
+        return order
+    if pad:
+        total = shard_size(len(order), world) * world
+        order = torch.cat([order, order[: total - len(order)]])
+    return order[rank::world]
+
+
 def batches(
     data: ImageSet,
     batch_size: int,
@@ -134,16 +155,27 @@ def batches(
     shuffle: bool = False,
     augment: bool = False,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
+    pad: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised float batches on `device`; augmentation runs on uint8 on the CPU, before the copy."""
+    """Normalised float batches on `device`; augmentation runs on uint8 on the CPU, before the copy.
+
+    The order comes from `generator`, the same on every rank; this rank's shard of it is batched."""
     gen = generator or torch.Generator().manual_seed(0)
     order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
+    order = shard(order, rank, world, pad=pad)
+    # Rank 0 draws its crops from `gen` itself (a single process is unchanged); the others from their
+    # own stream, so ranks do not apply the same crops and flips to their different images.
+    aug_gen = gen
+    if rank > 0:
+        aug_gen = torch.Generator().manual_seed((gen.initial_seed() * 1_000_003 + rank) % 2**63)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    for start in range(0, len(data), batch_size):
+    for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         images = data.images[index]
         if augment:
-            images = _augment(images, gen)
+            images = _augment(images, aug_gen)
         x = images.to(device, non_blocking=True).float().div_(255).sub_(mean_t).div_(std_t)
         yield x, data.labels[index].to(device, non_blocking=True)

@@ -1,4 +1,8 @@
-"""One epoch of training and one evaluation pass; the loop that calls them lives in `main`."""
+"""One epoch of training and one evaluation pass; the loop that calls them lives in `main`.
+
+Under distributed training `model` is the DistributedDataParallel wrapper for training and the plain
+module for evaluation, and `total` sums a tensor over all ranks, so the numbers returned are those of the
+whole data; `should_stop` is then itself a collective, called by every rank before every step."""
 
 from __future__ import annotations
 
@@ -107,6 +111,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None,
     should_stop: Callable[[], bool],
     progress: EpochProgress | None = None,
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochStats | None:
     """Train over `batches`, continuing `progress` (updated after every step); None when `should_stop()`
     turned true, with `progress` saying where the epoch stopped.
@@ -144,13 +149,25 @@ def train_one_epoch(
         progress.correct += int((logits.argmax(1) == y).sum())
         progress.seen += n
         progress.step = index + 1
-    seen = max(progress.seen, 1)
-    return EpochStats(progress.loss_sum / seen, progress.correct / seen, progress.seen)
+    # `progress` stays this rank's own (a checkpoint reduces it itself); the stats are the job's.
+    done = job_progress(progress, total) if total is not None else progress
+    seen = max(done.seen, 1)
+    return EpochStats(done.loss_sum / seen, done.correct / seen, done.seen)
+
+
+def job_progress(progress: EpochProgress, total: Callable[[torch.Tensor], torch.Tensor]) -> EpochProgress:
+    """The whole job's running totals from each rank's own (every rank calls it at the same step)."""
+    local = torch.tensor([progress.loss_sum, progress.correct, progress.seen], dtype=torch.float64)
+    loss_sum, correct, seen = total(local).tolist()
+    return EpochProgress(progress.step, loss_sum, int(correct), int(seen))
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    total: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -162,6 +179,10 @@ def evaluate(
         seen += y.shape[0]
         pairs = y.cpu() * num_classes + logits.argmax(1).cpu()
         confusion += torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    if total is not None:  # each rank saw its own shard: the job's numbers are the sums
+        confusion = total(confusion)
+        total_loss, seen_f = total(torch.tensor([total_loss, seen], dtype=torch.float64)).tolist()
+        seen = int(seen_f)
     support = confusion.sum(1).clamp_min(1)
     per_class = (confusion.diag().float() / support.float()).tolist()
     accuracy = float(confusion.diag().sum()) / max(seen, 1)

@@ -7,11 +7,18 @@ artifact (safetensors + manifest + evaluation) -> log it to W&B.
 
 Exit codes: 0 done; 2 bad hyperparameters; 3 bad data or checkpoint; 1 any other failure (the reason is
 in output/failure); 143 stopped by SIGTERM/SIGINT, resumable from the last checkpoint.
+
+More than one process in all (several hosts in resourceconfig.json, several GPUs, or
+MLOPS_NPROC_PER_NODE): the program checks its configuration, then re-executes itself under torchrun
+(`train.distributed`) and each worker runs the same stages on its shard of the data, in step with the
+others; rank 0 alone logs, talks to W&B and writes checkpoints and the model. A failed distributed job
+exits 1 (the first failing worker's reason is in output/failure), a stopped one 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -23,8 +30,17 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from train.config import ConfigError, TrainConfig, check_supported, describe, parse_hyperparameters
+from train import distributed
+from train.config import (
+    YOLO_TASKS,
+    ConfigError,
+    TrainConfig,
+    check_supported,
+    describe,
+    parse_hyperparameters,
+)
 from train.contract import JobPaths, host_info, read_hyperparameters, write_failure
+from train.distributed import World
 
 EXIT_CONFIG, EXIT_DATA, EXIT_STOPPED = 2, 3, 143
 CHANNELS = ("train", "validation", "test")
@@ -74,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
             "  input/data/{train,validation,test}/<class>/<image>   ImageFolder channels\n"
             "  checkpoints/last.pt                 resumed when present (MLOPS_CHECKPOINT_DIR overrides)\n"
             "  model/                              the model artifact (safetensors + manifest.json)\n"
-            "  output/data/evaluation.json, output/failure\n\n"
+            "  output/data/evaluation.json, output/failure\n"
+            "  input/config/resourceconfig.json    hosts: more than one trains with DDP under torchrun\n\n"
+            "Distributed: one process per GPU on every host (MLOPS_NPROC_PER_NODE overrides; master\n"
+            "the first host, MLOPS_MASTER_ADDR and MLOPS_MASTER_PORT override); batch_size is per\n"
+            "process, so a step sees batch_size x processes images.\n\n"
             f"Hyperparameters (key, default, accepted):\n{rows}\n\n"
             "W&B: online with WANDB_API_KEY, or with MLOPS_WANDB_SECRET_ARN (the key is fetched\n"
             "from Secrets Manager inside the container); else offline under output/data/wandb."
@@ -82,17 +102,22 @@ def _parser() -> argparse.ArgumentParser:
     )
 
 
-def _device(config: TrainConfig) -> Any:
+def _device(config: TrainConfig, world: World) -> Any:
     import torch
 
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "hyperparameter 'device': 'cuda' was asked for but no CUDA device is available; use auto or cpu"
         )
-    return torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if config.device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", world.local_rank) if world.distributed else torch.device("cuda")
+    return torch.device("cpu")
 
 
-def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noqa: PLR0915 -- the stages read top to bottom
+def run(  # noqa: PLR0912, PLR0915 -- the stages read top to bottom
+    config: TrainConfig, paths: JobPaths, stop: Any, world: World | None = None
+) -> Outcome:
+    """The job. `stop()` is this process's stop flag; `world` is this process's rank (one by default)."""
     import torch
     from safetensors.torch import save_file
     from torch import nn
@@ -100,14 +125,20 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
     from artifact.architectures import REVISIONS, build
     from artifact.manifest import Manifest, write_manifest
     from train import checkpoint, engine
-    from train.data import batches, channel_stats, load_channel
+    from train.data import batches, channel_stats, load_channel, shard_size
     from train.metrics import format_epoch_line, format_final_line
     from train.tracking import Tracker
 
     started = time.monotonic()
-    device = _device(config)
-    torch.manual_seed(config.seed)
-    log(f"device={device.type} arch={config.arch} epochs={config.epochs} batch_size={config.batch_size}")
+    world = world or World()
+    say = log if world.is_main else (lambda _message: None)
+    device = _device(config, world)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's too)
+    ranks = f" processes={world.size} (batch_size per process)" if world.distributed else ""
+    say(
+        f"device={device.type} arch={config.arch} epochs={config.epochs} "
+        f"batch_size={config.batch_size}{ranks}"
+    )
 
     train_set = load_channel(paths.channel("train"), config.image_size, name="train")
     val_set = load_channel(
@@ -115,23 +146,26 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
     )
     test_set = load_channel(paths.channel("test"), config.image_size, train_set.classes, name="test")
     for name, data in zip(CHANNELS, (train_set, val_set, test_set), strict=True):
-        log(f"channel {name}: {len(data)} images, {len(data.classes)} classes")
+        say(f"channel {name}: {len(data)} images, {len(data.classes)} classes")
         if data.skipped:
             shown = ", ".join(data.skipped[:5]) + (" ..." if len(data.skipped) > 5 else "")
-            log(f"WARNING: channel {name}: skipped {len(data.skipped)} unreadable image(s): {shown}")
+            say(f"WARNING: channel {name}: skipped {len(data.skipped)} unreadable image(s): {shown}")
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
 
+    # `model` is the plain module: the optimiser, checkpoints and the artifact use its state dict, so
+    # they load in serving and in a single-process resume; `net` is what trains (DDP when distributed).
     model = build(config.arch, len(classes)).to(device)
     optimizer = engine.build_optimizer(model, config)
-    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    steps_per_epoch = -(-shard_size(len(train_set), world.size) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, engine.lr_factor(config, steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.amp else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     start_epoch, history, wandb_id = 0, [], None
     partial: engine.EpochProgress | None = None  # set when the job stopped mid-epoch
-    state = checkpoint.load(paths.checkpoints)
+    # Rank 0's checkpoint for every rank: hosts need not share a disk, and all must resume alike.
+    state = world.broadcast(checkpoint.load(paths.checkpoints) if world.is_main else None)
     if state is not None:
         checkpoint.check_compatible(
             state,
@@ -155,11 +189,27 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
         start_epoch, history, wandb_id = state["epoch"], state["history"], state.get("wandb_id")
         if state.get("progress"):
             partial = engine.EpochProgress(**state["progress"])
+            if not world.is_main:  # the saved totals are the job's: rank 0 carries them, the rest start at 0
+                partial = engine.EpochProgress(step=partial.step)
         where = f" + {partial.step} steps of epoch {start_epoch + 1}" if partial else ""
-        log(
+        say(
             f"resumed from checkpoint {paths.checkpoints / checkpoint.LAST} "
             f"at epoch {start_epoch}/{config.epochs}{where}"
         )
+
+    if world.rank > 0:  # dropout masks of their own (rank 0 keeps the single-process stream)
+        torch.manual_seed(config.seed * 1_000_003 + world.rank * 10_007 + start_epoch)
+    net: nn.Module = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    total = world.sum if world.distributed else None
+
+    def should_stop() -> bool:
+        # One rank's signal stops every rank at the same step: a rank that stopped alone would leave
+        # the others waiting in the next gradient all-reduce.
+        return world.any(stop())
 
     job_name = paths.env.get("MLOPS_JOB_NAME") or paths.env.get("TRAINING_JOB_NAME") or "local"
     project = paths.env.get("WANDB_PROJECT") or paths.env.get("MLOPS_PROJECT") or "cv-mlops"
@@ -169,12 +219,14 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
         name=job_name,
         config=config.to_dict(),
         run_id=wandb_id,
-        env=paths.env,
+        # Only rank 0 has a W&B run; the others neither create one nor fetch the key.
+        env=paths.env if world.is_main else {**paths.env, "WANDB_MODE": "disabled"},
     )
     tracker.start()
 
     def loader(data: Any, *, train: bool, epoch: int = 0) -> Any:
-        gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)  # same order after a resume
+        # Same order after a resume, and on every rank: each takes its own shard of it.
+        gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
         return batches(
             data,
             config.batch_size,
@@ -184,7 +236,14 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
             shuffle=train,
             augment=train and config.augment == "standard",
             generator=gen,
+            rank=world.rank,
+            world=world.size,
+            pad=train,
         )
+
+    def evaluate(data: Any) -> engine.EvalResult:
+        world.sync_buffers(model)  # evaluate, on every rank, the weights rank 0 saves
+        return engine.evaluate(model, loader(data, train=False), len(classes), total)
 
     def snapshot(epoch: int, progress: engine.EpochProgress | None = None) -> dict[str, Any]:
         """What a resume needs: `epoch` epochs done, and `progress` steps into the next one."""
@@ -208,24 +267,29 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
             tick = time.monotonic()
             progress, partial = partial or engine.EpochProgress(), None
             stats = engine.train_one_epoch(
-                model,
+                net,
                 batches=loader(train_set, train=True, epoch=epoch),
                 optimizer=optimizer,
                 scheduler=scheduler,
                 loss_fn=loss_fn,
                 scaler=scaler,
-                should_stop=stop,
+                should_stop=should_stop,
                 progress=progress,
+                total=total,
             )
             if stats is None:
-                saved = checkpoint.save(paths.checkpoints, snapshot(epoch - 1, progress))
-                log(
-                    f"stopped at step {progress.step}/{steps_per_epoch} of epoch {epoch}; checkpoint "
-                    f"{saved} written: the job resumes from the next step"
-                )
+                if total is not None:  # the job's running totals, so the resumed epoch ends with them
+                    progress = engine.job_progress(progress, total)
+                if world.is_main:
+                    saved = checkpoint.save(paths.checkpoints, snapshot(epoch - 1, progress))
+                    log(
+                        f"stopped at step {progress.step}/{steps_per_epoch} of epoch {epoch}; checkpoint "
+                        f"{saved} written: the job resumes from the next step"
+                    )
+                world.barrier()  # no rank exits before the checkpoint is on disk
                 exit_code = EXIT_STOPPED
                 return Outcome(stopped=True, metrics={})
-            val = engine.evaluate(model, loader(val_set, train=False), len(classes))
+            val = evaluate(val_set)
             values = {
                 "train_loss": stats.loss,
                 "train_accuracy": stats.accuracy,
@@ -235,11 +299,15 @@ def run(config: TrainConfig, paths: JobPaths, stop: StopFlag) -> Outcome:  # noq
                 "epoch_seconds": time.monotonic() - tick,
             }
             history.append({"epoch": epoch, **values})
-            log(format_epoch_line(epoch, config.epochs, values))
+            say(format_epoch_line(epoch, config.epochs, values))
             tracker.log(values, step=epoch)
-            checkpoint.save(paths.checkpoints, snapshot(epoch))
+            if world.is_main:
+                checkpoint.save(paths.checkpoints, snapshot(epoch))
 
-        test = engine.evaluate(model, loader(test_set, train=False), len(classes))
+        test = evaluate(test_set)
+        if not world.is_main:
+            exit_code = 0
+            return Outcome(stopped=False, metrics={})
         metrics = {
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,
@@ -305,26 +373,49 @@ def main(argv: list[str] | None = None) -> int:
     from train.checkpoint import CheckpointMismatch
     from train.data import DataError
 
+    worker = distributed.is_worker(paths.env)
     try:
         config = parse_hyperparameters(read_hyperparameters(paths))
         _current, hosts = host_info(paths)
         check_supported(config, hosts=len(hosts))
+        cluster = None if worker else distributed.plan(paths, config)
     except (ConfigError, ValueError) as exc:
         write_failure(paths, str(exc))
         return EXIT_CONFIG
-    log("hyperparameters: " + json.dumps(config.to_hyperparameters(), sort_keys=True))
+    if cluster is not None:  # the launcher, or a single-process job
+        log("hyperparameters: " + json.dumps(config.to_hyperparameters(), sort_keys=True))
+        if cluster.world_size > 1 and config.task not in YOLO_TASKS:  # YOLO trains in one process
+            log(
+                f"launching {cluster.world_size} processes with torchrun: {len(cluster.hosts)} host(s) x "
+                f"{cluster.nproc_per_node}, this host {cluster.node_rank}, master "
+                f"{cluster.master_addr}:{cluster.master_port}"
+            )
+            return distributed.launch(cluster, paths)
     os.environ.setdefault("WANDB_SILENT", "true")
     stop = StopFlag()
     stop.install()
+    world: World | None = None
+    fail = write_failure
     try:
-        outcome = run(config, paths, stop)
+        if worker:
+            world = World.from_env(config)
+            fail = functools.partial(distributed.write_first_failure, rank=world.rank)
+        if config.task in YOLO_TASKS:  # Ultralytics YOLO (train/yolo.py): one process, one device
+            from train.yolo import run_yolo
+
+            outcome = run_yolo(config, paths, stop)
+        else:
+            outcome = run(config, paths, stop, world)
     except (DataError, CheckpointMismatch, ConfigError) as exc:
-        write_failure(paths, str(exc))
+        fail(paths, str(exc))
         return EXIT_DATA
     except Exception as exc:  # noqa: BLE001 -- the job's last word: reason to output/failure, trace to the log
         traceback.print_exc()
-        write_failure(paths, f"{type(exc).__name__}: {exc}")
+        fail(paths, f"{type(exc).__name__}: {exc}")
         return 1
+    finally:
+        if world is not None:
+            world.close()
     return EXIT_STOPPED if outcome.stopped else 0
 
 

@@ -39,6 +39,19 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("test_loss", "test:loss", "minimize", final=True),
     MetricDef("test_min_class_accuracy", "test:min_class_accuracy", "maximize", final=True),
     MetricDef("best_val_accuracy", "validation:best_accuracy", "maximize", final=True),
+    # Detection and segmentation (train/yolo.py): box metrics, and mask metrics for segmentation.
+    MetricDef("val_precision", "validation:precision", "maximize", final=False),
+    MetricDef("val_recall", "validation:recall", "maximize", final=False),
+    MetricDef("val_map50", "validation:map50", "maximize", final=False),
+    MetricDef("val_map50_95", "validation:map50_95", "maximize", final=False),
+    MetricDef("val_mask_map50", "validation:mask_map50", "maximize", final=False),
+    MetricDef("val_mask_map50_95", "validation:mask_map50_95", "maximize", final=False),
+    MetricDef("test_precision", "test:precision", "maximize", final=True),
+    MetricDef("test_recall", "test:recall", "maximize", final=True),
+    MetricDef("test_map50", "test:map50", "maximize", final=True),
+    MetricDef("test_map50_95", "test:map50_95", "maximize", final=True),
+    MetricDef("test_mask_map50", "test:mask_map50", "maximize", final=True),
+    MetricDef("test_mask_map50_95", "test:mask_map50_95", "maximize", final=True),
 )
 BY_KEY = {m.key: m for m in METRICS}
 _PATTERNS = {m.key: re.compile(m.regex) for m in METRICS}

@@ -327,7 +327,8 @@ def _finish_deploy(ctx: Context, what: str, guarded: Any, verified: Any = None) 
             f"verification failed: {recovery.message}" if recovery else f"verified: {verify_line(check)}"
         )
     for line in lines:
-        (console if ok else err).print(line, highlight=False, markup=False)
+        # soft_wrap: a long recovery message stays one line (logs and scripts read it whole)
+        (console if ok else err).print(line, highlight=False, markup=False, soft_wrap=True)
     now = guard.serving(ctx.platform_cached())
     after = "unknown (check `mlops endpoint status`)" if now is guard.UNKNOWN else _label(now)
     code = int(recovery.exit_code if recovery is not None else guarded.exit_code)
@@ -542,8 +543,16 @@ def cmd_endpoint(ctx: Context) -> int:
             console.print_json(json.dumps(payload))
             continue
         for i, prediction in enumerate(payload["predictions"]):
+            where = f"{path}{f'[{i}]' if len(payload['predictions']) > 1 else ''}"
+            if "boxes" in prediction:  # a detector: each box with its label, score and pixel corners
+                found = [
+                    f"{b['label']} {b['score']:.3f} at ({', '.join(f'{c:.0f}' for c in b['box'])})"
+                    for b in prediction["boxes"]
+                ]
+                console.print(f"{where}: {'; '.join(found) or 'nothing found'}")
+                continue
             top = ", ".join(f"{p['label']} {p['probability']:.3f}" for p in prediction["top_k"])
-            console.print(f"{path}{f'[{i}]' if len(payload['predictions']) > 1 else ''}: {top}")
+            console.print(f"{where}: {top}")
     return 0
 
 

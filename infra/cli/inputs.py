@@ -85,7 +85,9 @@ def add_flags(p: argparse.ArgumentParser, *, aws: bool = True) -> None:
 def resolve(config: Config, args: argparse.Namespace, *, local: bool) -> RunInputs:
     from train.config import ConfigError, check_supported, parse_hyperparameters
 
-    hyperparameters = dict((config.local if local else config.train).hyperparameters)
+    defaults = config.local if local else config.train
+    task = _given(args, "task") or _json_task(getattr(args, "hp_json", None)) or _pair_task(args)
+    hyperparameters = defaults.for_task(task) if task else dict(defaults.hyperparameters)
     for flag, key in NAMED.items():
         value = _given(args, flag)
         if value is not None:
@@ -108,7 +110,27 @@ def resolve(config: Config, args: argparse.Namespace, *, local: bool) -> RunInpu
             flag = "--" + given[0].replace("_", "-")
             raise InputError(flag, "sets a SageMaker training job; it has no meaning with --local")
         return RunInputs(hyperparameters, config)
-    return RunInputs(hyperparameters, _with_aws_overrides(config, args))
+    aws_config = _with_aws_overrides(config, args)
+    hosts = aws_config.aws.train_instance_count
+    try:  # a task that trains on one host only (YOLO) refuses several instances here, not in the job
+        check_supported(parse_hyperparameters(hyperparameters), hosts=hosts)
+    except ConfigError as exc:
+        raise InputError("--instance-count", str(exc)) from None
+    return RunInputs(hyperparameters, aws_config)
+
+
+def _json_task(raw: str | None) -> str | None:
+    """The task named in --hp-json, if any (it picks the task's defaults; the JSON is checked later)."""
+    try:
+        value = json.loads(raw) if raw and raw.strip() else None
+    except json.JSONDecodeError:
+        return None
+    return str(value["task"]) if isinstance(value, dict) and value.get("task") else None
+
+
+def _pair_task(args: argparse.Namespace) -> str | None:
+    pairs = [p.partition("=") for p in getattr(args, "hp", None) or []]
+    return next((v.strip() for k, sep, v in reversed(pairs) if sep and k.strip() == "task"), None)
 
 
 def _given(args: argparse.Namespace, flag: str) -> str | None:
@@ -156,13 +178,6 @@ def _with_aws_overrides(config: Config, args: argparse.Namespace) -> Config:
     count = _given(args, "instance_count")
     if count is not None:
         update["train_instance_count"] = _integer("--instance-count", count, low=1, high=16)
-        if update["train_instance_count"] > 1:
-            from train.config import ConfigError, check_supported, parse_hyperparameters
-
-            try:
-                check_supported(parse_hyperparameters({}), hosts=update["train_instance_count"])
-            except ConfigError as exc:
-                raise InputError("--instance-count", str(exc)) from None
     spot = _given(args, "spot")
     if spot is not None:
         update["spot"] = _boolean("--spot", spot)

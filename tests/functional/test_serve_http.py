@@ -410,9 +410,9 @@ def test_tampered_artifact_refuses_to_start(tmp_path: Path) -> None:
 
 def test_unsupported_task_refuses_to_start(tmp_path: Path) -> None:
     manifest = make_model_artifact(tmp_path / "model")
-    manifest.task = "detection"
+    manifest.task = "keypoints"
     write_manifest(tmp_path / "model", manifest)
-    assert "'detection' is not implemented yet" in refused_start(tmp_path / "model").stderr
+    assert "'keypoints' is not implemented" in refused_start(tmp_path / "model").stderr
 
 
 def test_missing_model_dir_refuses_to_start(tmp_path: Path) -> None:

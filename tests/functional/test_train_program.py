@@ -105,7 +105,8 @@ def test_training_job_writes_a_verified_artifact_metrics_and_an_offline_wandb_ru
         ({"lerning_rate": "0.1"}, "unknown hyperparameter 'lerning_rate' (did you mean 'learning_rate'?)"),
         ({"epochs": "-1"}, "hyperparameter 'epochs': -1 is out of range"),
         ({"optimizer": "rmsprop"}, "'rmsprop' is not one of: sgd, adamw"),
-        ({"task": "detection"}, "'detection' is not implemented yet"),
+        ({"task": "keypoints"}, "'keypoints' is not one of: classification, detection, segmentation"),
+        ({"task": "detection", "imgsz": "100"}, "multiple of 32"),
     ],
 )
 def test_bad_hyperparameters_stop_the_job_before_any_work(tmp_path, dataset, hyperparameters, expected):

@@ -54,8 +54,12 @@ def test_blank_inputs_mean_the_defaults_as_a_dispatch_left_empty_sends_them():
 @pytest.mark.parametrize(
     ("argv", "name", "text"),
     [
-        (("--task", "detection"), "--task", "not implemented yet"),
-        (("--instance-count", "4"), "--instance-count", "distributed training over 4 hosts"),
+        (("--task", "keypoints"), "--task", "task"),
+        (
+            ("--task", "detection", "--instance-count", "2"),
+            "--instance-count",
+            "implemented for classification",
+        ),
     ],
 )
 def test_what_this_build_cannot_train_is_refused_before_anything_starts(argv, name, text):

@@ -173,6 +173,10 @@ def test_the_request_passes_the_service_model_and_carries_spot_checkpoints_and_m
         "MLOPS_WANDB_SECRET_ARN": SECRET,
         "MLOPS_CODE_VERSION": "abc123def456",
         "WANDB_PROJECT": "demo",
+        # For the W&B run's group and tags (train/tracking.py): where and how it ran, and why.
+        "MLOPS_INSTANCE_TYPE": "ml.g5.xlarge",
+        "MLOPS_SPOT": "true",
+        "MLOPS_TRIGGER": "test",
     }
     assert {"Key": "mlops:project", "Value": "demo"} in params["Tags"]
 
@@ -188,6 +192,20 @@ def test_on_demand_jobs_have_no_max_wait_and_distributed_jobs_keep_their_count()
     assert params["EnableManagedSpotTraining"] is False
     assert params["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
     assert params["ResourceConfig"]["InstanceCount"] == 4
+
+
+def test_every_host_of_a_distributed_spot_job_gets_the_whole_dataset(stubs: Stubs):
+    spec = job_spec(instance_count=2)
+    call = training_job_call(spec)
+    stubs.sagemaker.add_response("create_training_job", {"TrainingJobArn": ARN}, expected_params=call.params)
+    assert start(stubs.aws, spec, LiveExecutor(stubs.aws.client)) == JOB  # the service model accepts it
+    params = call.params
+    assert params["ResourceConfig"]["InstanceCount"] == 2 and params["EnableManagedSpotTraining"] is True
+    # The trainer shards the data itself: each host needs all of it.
+    assert {c["DataSource"]["S3DataSource"]["S3DataDistributionType"] for c in params["InputDataConfig"]} == {
+        "FullyReplicated"
+    }
+    assert params["EnableInterContainerTrafficEncryption"] is False
 
 
 def test_a_spot_wait_shorter_than_the_runtime_is_refused_before_any_call(stubs: Stubs):
