@@ -71,6 +71,9 @@ def offline_environment(config_dir: Path) -> None:
         log("WARNING: ultralytics was imported before its offline environment was set")
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    # An Ultralytics Platform key would switch its upload of the training run back on: this job's metrics
+    # and model go to W&B and the artifact only.
+    os.environ.pop("ULTRALYTICS_API_KEY", None)
 
 
 def _settings(work: Path) -> None:
