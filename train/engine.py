@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -187,3 +188,35 @@ def evaluate(
     per_class = (confusion.diag().float() / support.float()).tolist()
     accuracy = float(confusion.diag().sum()) / max(seen, 1)
     return EvalResult(total_loss / max(seen, 1), accuracy, per_class, confusion.tolist())
+
+
+@torch.inference_mode()
+def sample_predictions(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    *,
+    mean: list[float],
+    std: list[float],
+    count: int = 16,
+) -> list[tuple[Any, str, str, float]]:
+    """The first `count` images (uint8 NCHW) with their label, the prediction and its probability: the
+    sample table a reviewer scans in W&B. Images are returned HWC uint8 (what wandb.Image takes)."""
+    model.eval()
+    device = next(model.parameters()).device
+    batch = images[:count]
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    x = batch.to(device).float().div_(255).sub_(mean_t).div_(std_t)
+    probs = torch.softmax(model(x).float(), dim=1).cpu()
+    top = probs.max(dim=1)
+    return [
+        (
+            batch[i].permute(1, 2, 0).numpy(),
+            classes[int(labels[i])],
+            classes[int(top.indices[i])],
+            round(float(top.values[i]), 4),
+        )
+        for i in range(batch.shape[0])
+    ]

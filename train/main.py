@@ -324,6 +324,12 @@ def run(  # noqa: PLR0912, PLR0915 -- the stages read top to bottom
             "history": history,
         }
         tracker.log_final(metrics, classes, test.confusion)
+        if tracker.run is not None:  # rank 0 with W&B on: a table of test images and what the model said
+            tracker.log_samples(
+                engine.sample_predictions(
+                    model, test_set.images, test_set.labels, classes, mean=mean, std=std
+                )
+            )
 
         model_dir = paths.model_dir
         model_dir.mkdir(parents=True, exist_ok=True)

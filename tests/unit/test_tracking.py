@@ -90,3 +90,35 @@ def test_the_run_is_started_with_the_context_and_the_model_is_the_candidate(monk
     tracker.log_model(tmp_path, {"metrics": {}})
     (_artifact, aliases) = run.artifacts[0]
     assert aliases == ["latest", "candidate", "cv-20261203-abcd"]
+
+
+def test_the_sample_table_holds_each_image_with_its_label_and_the_models_answer(monkeypatch, tmp_path: Path):
+    import torch
+
+    from artifact.architectures import build
+    from train.engine import sample_predictions
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([i % 3 for i in range(20)])
+    rows = sample_predictions(
+        build("smallcnn", 3), images, labels, CLASSES, mean=[0.5] * 3, std=[0.25] * 3, count=16
+    )
+    assert len(rows) == 16
+    image, label, predicted, prob = rows[4]
+    assert image.shape == (32, 32, 3) and label == "square" and predicted in CLASSES and 0 < prob <= 1
+
+    wandb = fake_wandb(monkeypatch)
+    logged: list[dict[str, Any]] = []
+    wandb.Image = lambda array: ("image", array.shape)
+    wandb.Table = lambda columns, data: {"columns": columns, "data": data}
+    tracker = Tracker(tmp_path, project="cv", name="job", config={}, env=SAGEMAKER)
+    tracker.start()
+    wandb.runs[0].log = logged.append
+    tracker.log_samples(rows)
+    table = logged[0]["test/samples"]
+    assert table["columns"] == ["image", "label", "predicted", "probability"]
+    assert table["data"][4][:2] == [("image", (32, 32, 3)), "square"]
+
+
+CLASSES = ["circle", "square", "triangle"]
