@@ -119,7 +119,7 @@ def validate(path: Path, *, task: str | None = None, raise_on_error: bool = True
 def fingerprint(root: Path) -> str:
     """sha256 over every file but dataset.json, in sorted relative-path order: path, NUL, size, bytes.
 
-    The same walk as ``infra.datasets.fingerprint`` (which this module may not import), so the value
+    ``infra.datasets.fingerprint`` is this function (for ImageFolder and YOLO datasets alike), so the value
     ``mlops data`` records in dataset.json can be checked against the files a job received.
     """
     root = Path(root)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -56,19 +55,12 @@ class DatasetInfo:
 
 
 def fingerprint(root: Path) -> str:
-    """sha256 over every file but dataset.json, in sorted relative-path order: path, NUL, size, bytes."""
-    digest = hashlib.sha256()
-    files = sorted(
-        (path.relative_to(root).as_posix(), path)
-        for path in root.rglob("*")
-        if path.is_file() and path.relative_to(root).as_posix() != METADATA_FILE
-    )
-    for relative, path in files:
-        data = path.read_bytes()
-        # Lengths keep the stream unambiguous: no two different trees can hash the same bytes.
-        digest.update(relative.encode("utf-8") + b"\0" + len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return f"sha256:{digest.hexdigest()}"
+    """sha256 over every file but dataset.json, in sorted relative-path order: path, NUL, size, bytes.
+    One implementation, in the training program (which may not import infra), so the value `mlops data`
+    records in dataset.json is the one a job computes over the files it received."""
+    from train.yolo_data import fingerprint as dataset_fingerprint
+
+    return dataset_fingerprint(root)
 
 
 def read_metadata(root: Path) -> dict[str, Any] | None:
