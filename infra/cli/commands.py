@@ -327,8 +327,7 @@ def _finish_deploy(ctx: Context, what: str, guarded: Any, verified: Any = None) 
             f"verification failed: {recovery.message}" if recovery else f"verified: {verify_line(check)}"
         )
     for line in lines:
-        # soft_wrap: a long recovery message stays one line (logs and scripts read it whole)
-        (console if ok else err).print(line, highlight=False, markup=False, soft_wrap=True)
+        (console if ok else err).print(line, highlight=False, markup=False)
     now = guard.serving(ctx.platform_cached())
     after = "unknown (check `mlops endpoint status`)" if now is guard.UNKNOWN else _label(now)
     code = int(recovery.exit_code if recovery is not None else guarded.exit_code)

@@ -31,8 +31,10 @@ CONTENT_TYPES = {
 # CI logs are not terminals: give tables room instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
 # emoji=False: rich would turn ":secret:" inside a Secrets Manager ARN into an emoji.
-console = Console(highlight=False, width=_WIDTH, emoji=False)
-err = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
+# soft_wrap: a long message (a recovery, an error naming a resource) stays one line, whole, for logs and
+# scripts that search it; tables still fit the width.
+console = Console(highlight=False, width=_WIDTH, emoji=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False, soft_wrap=True)
 
 
 # --- shared plumbing -------------------------------------------------------------------------------
