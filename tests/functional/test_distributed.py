@@ -207,28 +207,48 @@ def test_two_hosts_train_together_and_only_the_first_writes(tmp_path, dataset):
         )
         for host in hosts
     ]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "train", "train"],
-            env=job_env(base, 1, port, MLOPS_MASTER_ADDR="127.0.0.1"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for base in bases
-    ]
+    # Each host's output goes to a file, not a pipe: waiting on one host while the other's pipe fills
+    # (64 KiB of warnings is enough) would stop that host mid-write and the first in its exit barrier.
+    logs = [tmp_path / f"{host}.log" for host in hosts]
+    procs = []
     try:
-        outputs = [proc.communicate(timeout=180)[0] for proc in procs]
+        for base, log in zip(bases, logs, strict=True):
+            with log.open("w") as sink:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "train", "train"],
+                        env=job_env(base, 1, port, MLOPS_MASTER_ADDR="127.0.0.1", PYTHONFAULTHANDLER="1"),
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its torchrun and workers are killed with it below
+                    )
+                )
+        deadline = time.monotonic() + 180
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for stuck in procs:  # every process of both hosts prints where it is (faulthandler)
+                    if stuck.poll() is None:
+                        os.killpg(stuck.pid, signal.SIGABRT)
+                time.sleep(3)
+                pytest.fail("the two hosts did not finish in 180 s:\n" + _logs(logs))
     finally:
         for proc in procs:
             if proc.poll() is None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    outputs = [log.read_text() for log in logs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     assert "2 host(s) x 1, this host 0" in outputs[0] and "this host 1" in outputs[1]
     assert epoch_lines(outputs[0]) == ["epoch=1"] and epoch_lines(outputs[1]) == []
     verify(bases[0] / "model")
     assert not (bases[1] / "model").exists() and not (bases[1] / "checkpoints").exists()
     assert not (bases[1] / "output" / "data" / "wandb").exists()
+
+
+def _logs(paths: list[Path]) -> str:
+    return "\n".join(f"--- {path.name}\n{path.read_text()[-6000:]}" for path in paths)
 
 
 def test_a_worker_that_fails_fails_the_job_with_its_reason(tmp_path, dataset):
