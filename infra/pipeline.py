@@ -32,6 +32,7 @@ from infra.champion import Evaluator, champion_metrics, evaluate_in_subprocess
 from infra.errors import MlopsError
 from infra.platform import DeployResult, LineSink, ModelVersion, Platform, TrainingResult, TrainingSpec
 from infra.settings import Config
+from infra.wandb_alias import move_production
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 EXIT_ERROR, EXIT_NO_DATA, EXIT_TRAINING, EXIT_RECORD = 1, 2, 3, 6
@@ -56,6 +57,7 @@ class PipelineReport:
     recovery: guard.Recovery | None = None  # after a failed deploy or verification
     verify: dict[str, Any] | None = None
     endpoint_url: str | None = None
+    wandb_alias: str | None = None  # what became of W&B's `production` alias after a promotion
     outcome: str = ""
     exit_code: int = 0
 
@@ -208,6 +210,7 @@ def run_pipeline(  # noqa: PLR0911, PLR0915 -- the stages read top to bottom, on
         return report
     before = report.production_before.label if report.production_before else "none"
     report.outcome = f"promoted {candidate.label} (previous production: {before})"
+    report.wandb_alias = move_production(candidate.wandb)
     return report
 
 

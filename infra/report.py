@@ -91,6 +91,8 @@ def print_report(report: PipelineReport, console: Console) -> None:
         + (f"{report.version.label} ({report.version.status})" if report.version else "none")
     )
     console.print(f"[bold]W&B run:[/]  {_wandb_line(report)}")
+    if report.wandb_alias:
+        console.print(f"[bold]W&B alias:[/] {report.wandb_alias}", highlight=False, markup=False)
     if billing := _billing_line(report):
         console.print(f"[bold]billing:[/]  {billing}")
     console.print(f"[bold]endpoint:[/] {report.endpoint_url or 'not serving'}")
@@ -109,6 +111,7 @@ def markdown(report: PipelineReport) -> str:
         f"**Decision:** {report.decision.summary if report.decision else 'none'}",
         f"**Version:** {report.version.label if report.version else 'none'}",
         f"**W&B run:** {_wandb_line(report)}",
+        *([f"**W&B alias:** {report.wandb_alias}"] if report.wandb_alias else []),
         f"**Billing:** {_billing_line(report) or 'local run'}",
         f"**Endpoint:** {report.endpoint_url or 'not serving'}",
         f"**Outcome:** {report.outcome}",

@@ -11,7 +11,8 @@ is off: our metric lines reach stdout unchanged, for SageMaker's regexes and the
 
 What a reviewer filters by (`run_context`): the run is named after the job, grouped by git SHA, and
 tagged with the SHA, the trigger, the instance type and spot or on-demand; its config records them with
-a link to the SageMaker job. The model is logged as an artifact aliased `candidate` (and the job name).
+a link to the SageMaker job. The model is logged as an artifact aliased `candidate` (and the job name);
+`mlops deploy` and `rollback` move `production` to the version that serves (`infra/wandb_alias.py`).
 """
 
 from __future__ import annotations
@@ -199,4 +200,5 @@ class Tracker:
             info["dir"] = str(Path(run.dir).parent)
             if self.mode == "online":
                 info["url"] = run.url
+                info["entity"] = run.entity  # where `mlops deploy` finds the model to alias `production`
         return info

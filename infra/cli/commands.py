@@ -330,6 +330,12 @@ def _finish_deploy(ctx: Context, what: str, guarded: Any, verified: Any = None) 
         (console if ok else err).print(line, highlight=False, markup=False)
     now = guard.serving(ctx.platform_cached())
     after = "unknown (check `mlops endpoint status`)" if now is guard.UNKNOWN else _label(now)
+    if ok and isinstance(now, int):  # W&B's `production` alias follows what serves
+        from infra.wandb_alias import move_production
+
+        serving = {v.version: v for v in ctx.platform_cached().versions()}.get(now)
+        lines.append(move_production(serving.wandb if serving else None))
+        console.print(lines[-1], highlight=False, markup=False)
     code = int(recovery.exit_code if recovery is not None else guarded.exit_code)
     status = "ok" if ok else f"FAILED (exit {code})"
     write_markdown(

@@ -246,24 +246,30 @@ def test_the_wandb_secret_holds_no_value(template):
     assert not re.search(r"\b[0-9a-f]{40}\b", TEMPLATE_PATH.read_text(encoding="utf-8"))
 
 
-def test_the_execution_role_reads_only_the_wandb_secret(template):
-    role = template["Resources"]["SageMakerExecutionRole"]["Properties"]
-    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+@pytest.mark.parametrize(
+    ("role", "sid"),
+    [("SageMakerExecutionRole", "ReadWandbKey"), ("GitHubRole", "ReadWandbKeyToAliasTheServingModel")],
+)
+def test_each_role_reads_only_the_wandb_secret(template, role, sid):
+    """The job reads the key to log; the workflows' role to move W&B's `production` alias on a deploy."""
+    props = template["Resources"][role]["Properties"]
     reads = [
         s
-        for p in role["Policies"]
+        for p in props["Policies"]
         for s in p["PolicyDocument"]["Statement"]
         if any(a.startswith("secretsmanager:") for a in as_list(s["Action"]))
     ]
     assert reads == [
         {
-            "Sid": "ReadWandbKey",
+            "Sid": sid,
             "Effect": "Allow",
             "Action": "secretsmanager:GetSecretValue",
             "Resource": {"Ref": "WandbSecret"},
         }
     ]
+    if role == "SageMakerExecutionRole":
+        (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
 
 
 def test_put_metric_data_of_the_github_role_is_narrowed_to_our_namespace(template):

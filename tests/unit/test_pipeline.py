@@ -60,6 +60,7 @@ class FakePlatform:
         self.bad_answers: set[int] = set()
         self.broken: set[str] = set()
         self.candidate_dir = tmp / "model"
+        self.wandb: dict[str, Any] | None = None  # the W&B run the next training reports
         make_model_artifact(self.candidate_dir, classes=CLASSES, test_fingerprint="sha256:new-test-set")
 
     def with_production(self, version: int = 1, accuracy: float = 0.9) -> FakePlatform:
@@ -85,6 +86,7 @@ class FakePlatform:
             self.metrics,
             1.0,
             failure_reason=None if ok else "AlgorithmError: boom",
+            wandb=self.wandb,
         )
 
     def register(self, result: TrainingResult, decision: dict[str, Any]) -> ModelVersion:
@@ -93,7 +95,7 @@ class FakePlatform:
         status = "Approved" if decision["passed"] else "Rejected"
         number = max(self.registry, default=0) + 1
         self.registry[number] = ModelVersion(
-            number, status, result.metrics, self.candidate_dir, "now", result.job_name, "sha"
+            number, status, result.metrics, self.candidate_dir, "now", result.job_name, "sha", result.wandb
         )
         self.calls.append(("register", status))
         return self.registry[number]
@@ -140,6 +142,7 @@ class FakePlatform:
             old.created_at,
             old.source_job,
             old.code_version,
+            old.wandb,
             failure={"stage": stage, "reason": reason, "at": now_iso()},
         )
 
@@ -186,13 +189,17 @@ class Observer:
         self.done.append((stage.name, stage.status))
 
 
+def held_out_images(tmp: Path) -> Path:
+    for cls in CLASSES:
+        (tmp / "data" / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            (tmp / "data" / "test" / cls / f"{i}.png").write_bytes(png_bytes(seed=i))
+    return tmp / "data"
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    for cls in CLASSES:
-        (tmp_path / "data" / "test" / cls).mkdir(parents=True)
-        for i in range(2):
-            (tmp_path / "data" / "test" / cls / f"{i}.png").write_bytes(png_bytes(seed=i))
-    return tmp_path / "data"
+    return held_out_images(tmp_path)
 
 
 def run(platform: FakePlatform, data: Path, evaluate_model: Any = None) -> tuple[Any, Observer]:
