@@ -3,7 +3,8 @@
 Recorded test metrics compare like for like only when both models were scored on the same images. So:
 same test-set fingerprint -> production's recorded metrics; a different test set -> production is
 re-evaluated on the candidate's test split (`python -m train evaluate`, the training job's own
-evaluation code, across the process boundary); different classes -> no comparison is possible, and the
+evaluation code, across the process boundary; a YOLO model with Ultralytics' validation on the
+candidate's YOLO dataset); different classes -> no comparison is possible, and the
 gate decides on its thresholds alone, saying so.
 """
 
@@ -62,7 +63,7 @@ def _test_fingerprint(dataset: dict[str, Any] | None) -> str | None:
     return test.get("fingerprint")
 
 
-def champion_metrics(  # noqa: PLR0911 -- one return per reason a comparison is or is not possible
+def champion_metrics(
     platform: Platform,
     production: ModelVersion,
     candidate: TrainingResult,
@@ -93,12 +94,9 @@ def champion_metrics(  # noqa: PLR0911 -- one return per reason a comparison is 
         ]
     if _test_fingerprint(champion.dataset) == _test_fingerprint(challenger.dataset) is not None:
         return production.metrics, []
-    if challenger.task != "classification":
-        return None, [
-            f"production {production.label} was scored on another test set, and re-scoring a "
-            f"{challenger.task} model on the candidate's is not implemented yet: regression check skipped"
-        ]
-    report = evaluate(champion_dir, data / "test")
+    # A classifier is scored on the test split (ImageFolder); a YOLO model on the dataset (its data.yaml
+    # names the splits, and the test split, else val, is scored).
+    report = evaluate(champion_dir, data / "test" if challenger.task == "classification" else data)
     metrics = {k: float(v) for k, v in report["metrics"].items()}
     return metrics, [
         f"production {production.label} re-evaluated on the candidate's test set "

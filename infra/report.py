@@ -4,6 +4,7 @@ summary (appended to $GITHUB_STEP_SUMMARY when that is set)."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra.gate import Decision
@@ -92,7 +93,8 @@ def print_report(report: PipelineReport, console: Console) -> None:
     )
     console.print(f"[bold]W&B run:[/]  {_wandb_line(report)}")
     if report.wandb_alias:
-        console.print(f"[bold]W&B alias:[/] {report.wandb_alias}", highlight=False, markup=False)
+        alias = escape(report.wandb_alias.removeprefix("W&B: "))
+        console.print(f"[bold]W&B alias:[/] {alias}", highlight=False)
     if billing := _billing_line(report):
         console.print(f"[bold]billing:[/]  {billing}")
     console.print(f"[bold]endpoint:[/] {report.endpoint_url or 'not serving'}")
@@ -111,7 +113,7 @@ def markdown(report: PipelineReport) -> str:
         f"**Decision:** {report.decision.summary if report.decision else 'none'}",
         f"**Version:** {report.version.label if report.version else 'none'}",
         f"**W&B run:** {_wandb_line(report)}",
-        *([f"**W&B alias:** {report.wandb_alias}"] if report.wandb_alias else []),
+        *([f"**W&B alias:** {report.wandb_alias.removeprefix('W&B: ')}"] if report.wandb_alias else []),
         f"**Billing:** {_billing_line(report) or 'local run'}",
         f"**Endpoint:** {report.endpoint_url or 'not serving'}",
         f"**Outcome:** {report.outcome}",

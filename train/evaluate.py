@@ -1,5 +1,6 @@
-"""`python -m train evaluate`: score a model artifact on an ImageFolder split with the training job's own
-evaluation code, so a champion and a challenger are measured by the same ruler on the same images.
+"""`python -m train evaluate`: score a model artifact on an ImageFolder split (a YOLO artifact: on a YOLO
+dataset, `train.yolo_evaluation`) with the training job's own evaluation code, so a champion and a
+challenger are measured by the same ruler on the same images.
 
 Stages: verify the artifact (hashes) -> build the architecture and load the safetensors weights ->
 decode the split with the artifact's classes, input size and normalisation -> evaluate -> print the
@@ -57,12 +58,30 @@ def evaluate_artifact(model_dir: Path, split: Path, *, batch_size: int = 256) ->
     }
 
 
+def _evaluate(model_dir: Path, data: Path) -> dict[str, Any]:
+    """By the artifact's task: a classifier on an ImageFolder split, a YOLO model on a YOLO dataset."""
+    from artifact.manifest import load_manifest
+
+    if load_manifest(model_dir).task in ("detection", "segmentation"):
+        from train.yolo_evaluation import evaluate_artifact as evaluate_yolo
+
+        return evaluate_yolo(model_dir, data)
+    return evaluate_artifact(model_dir, data)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m train evaluate", description="Score a model artifact on an ImageFolder split."
+        prog="python -m train evaluate",
+        description="Score a model artifact: a classifier on an ImageFolder split, a detection or "
+        "segmentation model on the test split (else val) of a YOLO dataset.",
     )
     parser.add_argument("--model-dir", required=True, type=Path, help="a model artifact directory")
-    parser.add_argument("--data", required=True, type=Path, help="an ImageFolder split, e.g. <dataset>/test")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="an ImageFolder split (e.g. <dataset>/test), or a YOLO dataset (its directory or data.yaml)",
+    )
     parser.add_argument("--output", type=Path, help="write the metrics here as JSON")
     args = parser.parse_args(argv)
     from artifact.manifest import ArtifactError
@@ -70,7 +89,7 @@ def main(argv: list[str]) -> int:
     from train.metrics import format_final_line
 
     try:
-        report = evaluate_artifact(args.model_dir, args.data)
+        report = _evaluate(args.model_dir, args.data)
     except (ArtifactError, DataError, RuntimeError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         return EXIT_DATA

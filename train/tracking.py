@@ -181,6 +181,56 @@ class Tracker:
         table = wandb.Table(columns=["image", "label", "predicted", "probability"], data=rows)
         self.run.log({"test/samples": table})
 
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        names: list[str | int] = list(columns)
+        self.run.log({key: wandb.Table(columns=names, data=rows)})
+
+    def log_detections(self, samples: list[dict[str, Any]], names: list[str]) -> None:
+        """A table of test images, each with the model's boxes (pixel xyxy, caption `class score`) and the
+        labelled ones (normalised xyxy) as W&B box overlays a reviewer can toggle, with their counts.
+
+        A sample: {"image": HWC RGB uint8, "predicted": [(x1, y1, x2, y2, class_id, score)],
+        "truth": [(class_id, x1, y1, x2, y2)] with coordinates in 0..1}."""
+        if self.run is None or not samples:
+            return
+        import wandb
+
+        labels = dict(enumerate(names))
+        rows = []
+        for sample in samples:
+            predicted = [
+                {
+                    "position": {"minX": x1, "maxX": x2, "minY": y1, "maxY": y2},
+                    "domain": "pixel",
+                    "class_id": int(c),
+                    "box_caption": f"{names[int(c)]} {score:.2f}",
+                    "scores": {"confidence": float(score)},
+                }
+                for x1, y1, x2, y2, c, score in sample["predicted"]
+            ]
+            truth = [
+                {
+                    "position": {"minX": x1, "maxX": x2, "minY": y1, "maxY": y2},
+                    "class_id": int(c),
+                    "box_caption": names[int(c)],
+                }
+                for c, x1, y1, x2, y2 in sample["truth"]
+            ]
+            boxes = {
+                "predictions": {"box_data": predicted, "class_labels": labels},
+                "ground_truth": {"box_data": truth, "class_labels": labels},
+            }
+            top = max((float(p[5]) for p in sample["predicted"]), default=0.0)
+            rows.append(
+                [wandb.Image(sample["image"], boxes=boxes), len(truth), len(predicted), round(top, 4)]
+            )
+        table = wandb.Table(columns=["image", "objects", "detections", "top_score"], data=rows)
+        self.run.log({"test/samples": table})
+
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
@@ -200,5 +250,7 @@ class Tracker:
             info["dir"] = str(Path(run.dir).parent)
             if self.mode == "online":
                 info["url"] = run.url
-                info["entity"] = run.entity  # where `mlops deploy` finds the model to alias `production`
+                info["entity"] = getattr(
+                    run, "entity", None
+                )  # where `mlops deploy` finds the model to alias `production`
         return info

@@ -6,7 +6,8 @@ of symlinks to the channel with a data.yaml of absolute paths (Ultralytics write
 the labels: into the work tree, never into the channel) -> the model: resume from the job's checkpoint,
 or a `.yaml` architecture, or a `.pt` in the `weights` channel (nothing is downloaded) ->
 `YOLO(...).train` with our callbacks: a metric line per epoch, the checkpoint copied out after every
-epoch, the stop flag -> test metrics of best.pt -> the artifact (model.pt, evaluation.json, manifest).
+epoch, the stop flag -> test metrics of best.pt, per-class AP and sample boxes (`train.yolo_evaluation`)
+-> the artifact (model.pt, evaluation.json, manifest).
 
 Channels: `train` holding data.yaml next to images/<split> and labels/<split> (the YOLO layout, all
 splits in one channel); optional `weights` holding .pt files. Separate `train`/`validation`/`test`
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from train.config import ConfigError, TrainConfig
+from train.yolo_evaluation import box_and_mask, detection_samples, evaluate_weights, per_class_ap
 
 if TYPE_CHECKING:
     from train.contract import JobPaths
@@ -76,7 +78,7 @@ def offline_environment(config_dir: Path) -> None:
     os.environ.pop("ULTRALYTICS_API_KEY", None)
 
 
-def _settings(work: Path) -> None:
+def prepare_settings(work: Path) -> None:
     from ultralytics.utils import SETTINGS
 
     # Persisted in $YOLO_CONFIG_DIR/Ultralytics/settings.json, a directory this job owns.
@@ -267,18 +269,6 @@ def _read_state(directory: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _box_and_mask(results: dict[str, Any], prefix: str) -> dict[str, float]:
-    keys = {
-        "precision": "metrics/precision(B)",
-        "recall": "metrics/recall(B)",
-        "map50": "metrics/mAP50(B)",
-        "map50_95": "metrics/mAP50-95(B)",
-        "mask_map50": "metrics/mAP50(M)",
-        "mask_map50_95": "metrics/mAP50-95(M)",
-    }
-    return {f"{prefix}_{ours}": float(results[theirs]) for ours, theirs in keys.items() if theirs in results}
-
-
 class _Callbacks:
     """Ultralytics callbacks: our metric line per epoch, the checkpoint copy, the stop flag."""
 
@@ -323,7 +313,7 @@ class _Callbacks:
         val_losses = [float(v) for k, v in metrics.items() if k.startswith("val/")]
         if val_losses:
             values["val_loss"] = sum(val_losses)
-        values.update(_box_and_mask(metrics, "val"))
+        values.update(box_and_mask(metrics, "val"))
         if getattr(trainer, "lr", None):
             values["lr"] = float(next(iter(trainer.lr.values())))
         if trainer.epoch_time is not None:
@@ -361,23 +351,7 @@ def _train_arguments(config: TrainConfig, data: Path, runs: Path, device: str) -
     return arguments
 
 
-def _evaluate(weights: Path, data: Path, *, split: str, config: TrainConfig, device: str, runs: Path) -> Any:
-    from ultralytics import YOLO
-
-    return YOLO(str(weights)).val(
-        data=str(data),
-        split=split,
-        imgsz=config.imgsz,
-        batch=config.batch_size,
-        device=device,
-        project=str(runs),
-        name=split,
-        exist_ok=True,
-        plots=False,
-    )
-
-
-def _split_fingerprint(dirs: list[Path]) -> str:
+def split_fingerprint(dirs: list[Path]) -> str:
     import hashlib
 
     from train.yolo_data import fingerprint, label_path
@@ -411,7 +385,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
     offline_environment(work / "config")
     from ultralytics import YOLO
 
-    _settings(work)
+    prepare_settings(work)
     data = work_dataset(report, work / "dataset")
     runs = work / "runs"
     resume = _checkpoint(paths.checkpoints, config, report.names)
@@ -489,8 +463,10 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
         split = "test" if "test" in report.split_dirs else "val"
         if split == "val":
             log("no test split in data.yaml: the final metrics are of the val split")
-        result = _evaluate(best, data, split=split, config=config, device=device, runs=runs)
-        metrics = _box_and_mask(dict(result.results_dict), "test")
+        result = evaluate_weights(
+            best, data, split=split, imgsz=config.imgsz, batch=config.batch_size, device=device, runs=runs
+        )
+        metrics = box_and_mask(dict(result.results_dict), "test")
         log(format_final_line(metrics))
 
         model_dir = paths.model_dir
@@ -501,14 +477,14 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
         strip_optimizer(str(best), s=str(model_dir / WEIGHTS))
         trained: Any = YOLO(str(model_dir / WEIGHTS)).model
         architecture = Path(str(trained.yaml.get("yaml_file") or config.model)).stem
-        per_class = result.seg.maps if config.task == "segmentation" else result.box.maps
+        per_class = per_class_ap(result, report.names, config.task)
+        headline = "mask_ap50_95" if config.task == "segmentation" else "ap50_95"
         evaluation = {
             "metrics": metrics,
             "classes": report.names,
             "split": split,
-            "per_class_map50_95": {
-                name: round(float(per_class[i]), 6) for i, name in enumerate(report.names)
-            },
+            "per_class_map50_95": {row["class"]: row[headline] for row in per_class},
+            "per_class_ap": per_class,
             "test_images": report.counts.get(split, 0),
             "history": history,
         }
@@ -520,6 +496,14 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
         if results_csv.is_file():
             shutil.copyfile(results_csv, paths.output_data / "results.csv")
         tracker.log(metrics, step=max([int(h["epoch"]) for h in history] + [0]) + 1)
+        if tracker.run is not None:  # W&B on: per-class AP, and test images with their boxes
+            columns = list(per_class[0]) if per_class else []
+            tracker.log_table(f"{split}/per_class_ap", columns, [list(r.values()) for r in per_class])
+            from train.yolo_data import image_files
+
+            images = [image for d in report.split_dirs[split] for image in image_files(d)]
+            samples = detection_samples(model_dir / WEIGHTS, images, config=config, device=device)
+            tracker.log_detections(samples, report.names)
 
         from artifact.manifest import Manifest, write_manifest
         from train.yolo_data import fingerprint
@@ -540,7 +524,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
             dataset={
                 _SPLITS[split_name]: {
                     "images": report.counts.get(split_name, 0),
-                    "fingerprint": _split_fingerprint(dirs),
+                    "fingerprint": split_fingerprint(dirs),
                 }
                 for split_name, dirs in report.split_dirs.items()
             }

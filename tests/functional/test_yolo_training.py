@@ -143,10 +143,83 @@ def test_detection_job_writes_a_verified_artifact_and_parseable_metric_lines(
     evaluation = json.loads((base / "output" / "data" / "evaluation.json").read_text())
     assert [h["epoch"] for h in evaluation["history"]] == [1, 2]
     assert set(evaluation["per_class_map50_95"]) == set(manifest.classes)
+    rows = evaluation["per_class_ap"]
+    assert [r["class"] for r in rows] == manifest.classes
+    assert set(rows[0]) == {"class", "precision", "recall", "ap50", "ap50_95"}
+    # The offline W&B run holds the per-class AP table and one sample row per test image (10).
+    (run,) = (base / "output" / "data" / "wandb").glob("offline-run-*")
+    media = run / "files" / "media" / "table" / "test"
+    (ap_table,) = media.glob("per_class_ap_*.table.json")
+    ap = json.loads(ap_table.read_text())
+    assert ap["columns"] == list(rows[0]) and [r[0] for r in ap["data"]] == manifest.classes
+    (samples_table,) = media.glob("samples_*.table.json")
+    samples = json.loads(samples_table.read_text())
+    assert samples["columns"] == ["image", "objects", "detections", "top_score"]
+    assert len(samples["data"]) == 10
+    assert all(row[1] >= 1 for row in samples["data"])  # every synthetic image has a labelled object
     assert (base / "checkpoints" / "yolo-last.pt").is_file()
     assert not (base / "output" / "failure").exists()
     # Ultralytics' label caches went to the job's work tree, not into the (shared) channel.
     assert not list(detection_data.rglob("*.cache"))
+
+
+def test_a_yolo_artifact_is_re_scored_by_the_same_validation_and_a_champion_on_the_challengers_data(
+    detection_job: tuple[Path, subprocess.CompletedProcess[str]], detection_data: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from infra.champion import champion_metrics
+    from infra.platform import ModelVersion, TrainingResult
+
+    base, result = detection_job
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = verify(base / "model")
+    out = tmp_path / "evaluation.json"
+    command = [sys.executable, "-m", "train", "evaluate", "--model-dir", str(base / "model")]
+    done = subprocess.run(
+        [*command, "--data", str(detection_data), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    again = json.loads(out.read_text())
+    assert set(again["metrics"]) == BOX_KEYS and again["images"] == 10 and again["split"] == "test"
+    for key in BOX_KEYS:  # the saved weights, the job's validation, the same images: the job's numbers
+        assert abs(again["metrics"][key] - manifest.metrics[key]) < 1e-4, key
+    assert manifest.dataset is not None and again["fingerprint"] == manifest.dataset["test"]["fingerprint"]
+
+    # Production scored on another test set is re-scored on the challenger's dataset, not compared by
+    # numbers from other images.
+    other = tmp_path / "other"
+    make_synthetic_yolo(other, task="detection", seed=7, train=4, val=4, test=6, size=64)
+    challenger = tmp_path / "challenger"
+    shutil.copytree(base / "model", challenger)
+    recorded = json.loads((challenger / "manifest.json").read_text())
+    recorded["dataset"]["test"]["fingerprint"] = "sha256:the-challengers-test-set"
+    (challenger / "manifest.json").write_text(json.dumps(recorded))
+
+    class Registry:
+        def model_dir(self, version: ModelVersion) -> Path:
+            return version.model_dir
+
+    production = ModelVersion(1, "Approved", {"test_map50": 0.99}, base / "model", "then", "job-1", "sha")
+    candidate = TrainingResult("job-2", "Completed", challenger, {}, 1.0)
+    metrics, notes = champion_metrics(Registry(), production, candidate, other)  # type: ignore[arg-type]
+    assert metrics is not None and set(metrics) == BOX_KEYS and metrics["test_map50"] != 0.99
+    assert notes == [
+        "production v1 re-evaluated on the candidate's test set (6 images): "
+        "its recorded metrics came from a different test set"
+    ]
+
+    # A dataset of other classes is refused, naming both lists (exit 3).
+    wrong = tmp_path / "wrong"
+    make_synthetic_yolo(wrong, task="detection", classes=2, train=2, val=2, test=2, size=64)
+    refused = subprocess.run(
+        [*command, "--data", str(wrong)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert refused.returncode == 3 and "the model predicts ['circle', 'square', 'triangle']" in refused.stderr
 
 
 def test_weights_in_the_weights_channel_start_the_run_and_must_match_the_task(

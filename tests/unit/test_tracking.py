@@ -122,3 +122,32 @@ def test_the_sample_table_holds_each_image_with_its_label_and_the_models_answer(
 
 
 CLASSES = ["circle", "square", "triangle"]
+
+
+def test_detection_samples_carry_the_models_boxes_and_the_labelled_ones(monkeypatch, tmp_path: Path):
+    wandb = fake_wandb(monkeypatch)
+    logged: list[dict[str, Any]] = []
+    wandb.Image = lambda array, boxes: ("image", array.shape, boxes)
+    wandb.Table = lambda columns, data: {"columns": columns, "data": data}
+    tracker = Tracker(tmp_path, project="cv", name="job", config={}, env=SAGEMAKER)
+    tracker.start()
+    wandb.runs[0].log = logged.append
+    import numpy as np
+
+    sample = {
+        "image": np.zeros((48, 64, 3), dtype=np.uint8),
+        "predicted": [(4.0, 5.0, 30.0, 40.0, 1, 0.87), (10.0, 2.0, 20.0, 12.0, 2, 0.3)],
+        "truth": [(1, 0.05, 0.1, 0.5, 0.8)],
+    }
+    tracker.log_detections([sample], CLASSES)
+    table = logged[0]["test/samples"]
+    assert table["columns"] == ["image", "objects", "detections", "top_score"]
+    (_, shape, boxes), objects, detections, top = table["data"][0]
+    assert shape == (48, 64, 3) and (objects, detections, top) == (1, 2, 0.87)
+    first = boxes["predictions"]["box_data"][0]
+    assert first["position"] == {"minX": 4.0, "maxX": 30.0, "minY": 5.0, "maxY": 40.0}
+    assert first["domain"] == "pixel" and first["box_caption"] == "square 0.87"
+    (truth,) = boxes["ground_truth"]["box_data"]
+    assert truth["position"] == {"minX": 0.05, "maxX": 0.5, "minY": 0.1, "maxY": 0.8}
+    assert "domain" not in truth  # W&B's default: coordinates relative to the image
+    assert boxes["ground_truth"]["class_labels"] == {0: "circle", 1: "square", 2: "triangle"}
