@@ -48,17 +48,32 @@ log = logging.getLogger("serve.requests")
 class Limits:
     max_payload_bytes: int
     max_batch: int
+    max_concurrency: int = 64  # invocations admitted at once; more are answered 503 with Retry-After
 
 
 def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limits) -> ASGIApp:
     """`executor` must be the single thread that loaded `predictor`: inference only ever runs there."""
     model_info = describe(predictor)
     task = _Detect(predictor) if isinstance(predictor, Detector) else _Classify(predictor)
+    admitted = 0  # invocations between admission and their answer (the event loop's thread only)
 
     async def ping(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def invocations(request: Request) -> Response:
+        nonlocal admitted
+        if admitted >= limits.max_concurrency:
+            # Shed load instead of queueing without bound; /ping stays cheap and healthy meanwhile.
+            headers = {"Retry-After": "1", **await _drain(request)}
+            message = f"overloaded: {limits.max_concurrency} requests in progress; retry after 1 s"
+            raise BadRequest(503, message, headers)
+        admitted += 1
+        try:
+            return await _invoke(request)
+        finally:
+            admitted -= 1
+
+    async def _invoke(request: Request) -> Response:
         if not accepts_json(request.headers.get("accept")):
             accept = request.headers["accept"]
             raise BadRequest(406, f"cannot answer Accept: {accept}; responses are application/json")
@@ -84,7 +99,7 @@ def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limi
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
-        return JSONResponse({"error": exc.message}, exc.status)
+        return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -172,21 +187,46 @@ def accepts_json(accept: str | None) -> bool:
     return any(part.split(";", 1)[0].strip().lower() in _JSON_ACCEPTS for part in accept.split(","))
 
 
+DRAIN_SECONDS = 30.0  # how long an oversized body is read and discarded so its sender sees the 413
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    """The body, refused with 413 once it is known to exceed `limit` bytes.
+
+    The refusal must reach the client: a server that answers and closes while the client is still
+    sending leaves unread bytes in its socket, the kernel resets the connection, and the client sees
+    "connection reset" instead of the 413 (urllib, requests and most SDKs send the whole body before
+    they read a response). So the rest of the body is read and thrown away, up to DRAIN_SECONDS, memory
+    staying flat; a client that sent `Expect: 100-continue` is answered at once instead, before it sends
+    the body at all."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
             raise BadRequest(400, f"invalid Content-Length {declared!r}")
         if int(declared) > limit:
-            raise BadRequest(413, f"payload of {int(declared)} bytes exceeds the limit of {limit} bytes")
+            message = f"payload of {int(declared)} bytes exceeds the limit of {limit} bytes"
+            if "100-continue" in request.headers.get("expect", "").lower():
+                raise BadRequest(413, message, {"Connection": "close"})
+            raise BadRequest(413, message, await _drain(request))
     body = bytearray()
     # Chunked uploads carry no Content-Length, so the cap is also enforced as the bytes arrive.
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise BadRequest(413, f"payload exceeds the limit of {limit} bytes")
+            del body[:]
+            raise BadRequest(413, f"payload exceeds the limit of {limit} bytes", await _drain(request))
     return bytes(body)
+
+
+async def _drain(request: Request) -> dict[str, str]:
+    """Read the rest of the body and discard it; the headers the refusal is sent with."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _chunk in request.stream():
+                pass
+    except TimeoutError:
+        return {"Connection": "close"}  # still sending after DRAIN_SECONDS: answer and hang up
+    return {}
 
 
 class RequestLog:

@@ -32,10 +32,11 @@ _WHITESPACE = re.compile(rb"\s+")
 class BadRequest(Exception):
     """The client sent something we will not decode; `status` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def media_type(content_type: str | None) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 8080
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse larger requests anyway
 DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_CONCURRENCY = 64
 
 _EPILOG = f"""\
 environment:
@@ -38,6 +39,8 @@ environment:
   SAGEMAKER_BIND_TO_PORT   port to listen on when --port is not given (default {DEFAULT_PORT})
   MLOPS_MAX_PAYLOAD_BYTES  largest request body, in bytes (default {DEFAULT_MAX_PAYLOAD}); larger -> 413
   MLOPS_MAX_BATCH          most images in one request (default {DEFAULT_MAX_BATCH}); more -> 400
+  MLOPS_MAX_CONCURRENCY    invocations admitted at once (default {DEFAULT_MAX_CONCURRENCY}); more -> 503 with
+                           Retry-After: 1, so memory stays bounded under overload and /ping stays healthy
   MLOPS_TORCH_THREADS      intra-op threads for inference (default: PyTorch's own choice, one per core);
                            set 1 where the host's cores are shared: OpenMP threads that wait for a busy
                            core turn milliseconds into a hundred
@@ -65,6 +68,7 @@ class Settings:
     max_payload_bytes: int
     max_batch: int
     torch_threads: int | None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +116,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             max_payload_bytes=_env_int("MLOPS_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD, 1),
             max_batch=_env_int("MLOPS_MAX_BATCH", DEFAULT_MAX_BATCH, 1),
             torch_threads=_env_int("MLOPS_TORCH_THREADS", 0, 1) or None,
+            max_concurrency=_env_int("MLOPS_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -157,7 +162,11 @@ def _serve(
 ) -> int:
     from serve.app import Limits, create_app
 
-    limits = Limits(max_payload_bytes=settings.max_payload_bytes, max_batch=settings.max_batch)
+    limits = Limits(
+        max_payload_bytes=settings.max_payload_bytes,
+        max_batch=settings.max_batch,
+        max_concurrency=settings.max_concurrency,
+    )
     config = uvicorn.Config(
         create_app(predictor, executor, limits),
         host=settings.host,

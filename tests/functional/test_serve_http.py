@@ -343,6 +343,59 @@ def test_oversized_chunked_payload_is_413(client: httpx.Client) -> None:
     assert_still_serving(client)
 
 
+def test_a_client_that_sends_the_whole_oversized_body_first_still_reads_the_413(server: Server) -> None:
+    """urllib (like requests and most SDKs) sends the entire body before reading the answer: a server
+    that answered and hung up mid-upload would reset the connection under it."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{server.url}/invocations",
+        data=bytes(64 * 1024 * 1024),
+        headers={"Content-Type": "application/x-npy"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    assert "exceeds the limit of 6291456 bytes" in json.loads(refused.value.read())["error"]
+
+
+def test_an_oversized_body_announced_with_expect_100_continue_is_refused_before_it_is_sent(
+    client: httpx.Client,
+) -> None:
+    response = invoke(client, bytes(7 * 1024 * 1024), "application/x-npy", headers={"Expect": "100-continue"})
+    assert response.status_code == 413 and response.headers["connection"] == "close"
+    assert_still_serving(client)
+
+
+def test_over_the_concurrency_limit_requests_get_503_with_retry_after_and_ping_stays_healthy(
+    artifact: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    env = server_env(MLOPS_MAX_CONCURRENCY="1", MLOPS_TORCH_THREADS="1")
+    running = launch(["--model-dir", str(artifact[0]), "--host", "127.0.0.1"], tmp_path, env)
+    host, port = running.url.removeprefix("http://").split(":")
+    try:
+        # A slow upload holds the one slot: admitted, its body still arriving.
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n4\r\n\x89PNG\r\n"
+            )
+            with httpx.Client(base_url=running.url, timeout=30) as client:
+                deadline = time.monotonic() + 10
+                while (response := invoke(client, png_bytes(), "image/png")).status_code == 200:
+                    assert time.monotonic() < deadline, "the slow upload was never admitted"
+                    time.sleep(0.05)
+                assert response.status_code == 503 and response.headers["retry-after"] == "1"
+                assert "overloaded: 1 requests in progress" in response.json()["error"]
+                assert client.get("/ping").status_code == 200
+                slow.sendall(b"0\r\n\r\n")  # the slow upload ends (a truncated PNG: 400) and frees its slot
+                assert b" 400 " in slow.recv(4096).split(b"\r\n", 1)[0]
+                assert len(rankings(invoke(client, png_bytes(), "image/png"))) == 1
+    finally:
+        stop(running)
+
+
 # --- the process: flags, environment, refusal to start, shutdown ----------------------------------------
 
 
