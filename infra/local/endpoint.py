@@ -1,12 +1,18 @@
-"""The local endpoint: `python -m serve` in the background, deployed with a guarded switch.
+"""The local endpoint: `python -m serve` in the background behind a front door, deployed with a guarded,
+zero-downtime switch.
 
-deploy(version):
+The endpoint port belongs to the front (`infra.local.front`), which forwards each request to the serving
+process its upstream file names. deploy(version):
   1. start the candidate on a scratch port and wait for GET /ping (the hosting contract's health check);
   2. smoke-test it with held-out test images over real HTTP;
-  3. only then switch: stop the serving process, start the candidate on the endpoint port, check it again;
-  4. if anything fails, the previous version keeps (or goes back to) serving, and the deploy reports failure.
+  3. only then switch: point the front at it (one atomic write; the front starts on the first deploy),
+     check it through the endpoint port, and only then stop the old server, which finishes its
+     in-flight requests: a client calling in a loop sees no refused connection and no error;
+  4. if anything fails, the front goes back to the previous server (still running), the candidate is
+     stopped, and the deploy reports failure.
 
-State (`<home>/endpoint/state.json`): version, pid, port, URL, model dir, log path.
+State (`<home>/endpoint/state.json`): version, pid and port of the serving process, the front's pid and
+the endpoint URL, model dir, log paths.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from typing import Any
 from infra.errors import DeployFailed, UsageError
 from infra.local import process
 from infra.local.files import read_json, write_json_atomic
+from infra.local.front import write_upstream
 from infra.platform import EndpointStatus
 from infra.smoke import Sample, Send, smoke_test
 
 READY_TIMEOUT = 90.0
+FRONT_MODULE = "infra.local.front"
 
 
 def http(
@@ -89,6 +97,7 @@ class LocalEndpoint:
                 False, False, None, None, detail="no local endpoint; deploy a version first"
             )
         running = process.alive(state["pid"]) and process.is_serve_process(state["pid"])
+        running = running and self._front_alive(state)
         healthy = False
         if running:
             try:
@@ -133,69 +142,126 @@ class LocalEndpoint:
         self._wait_ready(pid, port, log)
         return pid, log
 
+    @property
+    def upstream_file(self) -> Path:
+        return self.root / "upstream.json"
+
+    def _front_alive(self, state: dict[str, Any] | None) -> bool:
+        pid = (state or {}).get("front_pid")
+        return isinstance(pid, int) and process.alive(pid) and process.is_serve_process(pid, FRONT_MODULE)
+
+    def _ensure_front(self, state: dict[str, Any] | None) -> int:
+        """The front's pid: the running one, or one started on the endpoint port."""
+        if state is not None and self._front_alive(state):
+            return int(state["front_pid"])
+        if not process.port_free(self.host, self.port):
+            raise UsageError(
+                f"port {self.port} is in use by another program; "
+                "free it or set MLOPS_ENDPOINT_PORT to another port"
+            )
+        log = self.root / "logs" / "front.log"
+        argv = [
+            sys.executable,
+            "-m",
+            FRONT_MODULE,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--upstream-file",
+            str(self.upstream_file),
+        ]
+        pid = process.spawn_detached(argv, log, dict(os.environ))
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:  # the front answers /ping once the upstream does
+            if not process.alive(pid):
+                raise DeployFailed(f"the endpoint's front door exited: {process.tail(log)}")
+            try:
+                if http(f"{self.url()}/ping", timeout=2)[0] == 200:
+                    return pid
+            except OSError:
+                pass
+            time.sleep(0.1)
+        process.terminate(pid, marker=FRONT_MODULE)
+        raise DeployFailed(f"the endpoint's front door did not answer within {READY_TIMEOUT:.0f}s")
+
     def deploy(
         self, version: int, model_dir: Path, samples: list[Sample], classes: list[str]
     ) -> dict[str, Any]:
         """Guarded switch to `version`; raises DeployFailed with the previous version still serving."""
         current = self.state()
-        idle = current is None or not process.alive(current["pid"])
-        if idle and not process.port_free(self.host, self.port):
+        previous = current if current is not None and process.alive(current["pid"]) else None
+        if not self._front_alive(current) and not process.port_free(self.host, self.port):
             raise UsageError(
                 f"port {self.port} is in use by another program; "
                 "free it or set MLOPS_ENDPOINT_PORT to another port"
             )
         # 1-2: the candidate on a scratch port, smoke-tested before it can take traffic. With no samples
-        # (the caller allowed an untested deploy) it only has to answer /ping after the switch.
+        # (the caller allowed an untested deploy) it only has to answer /ping.
+        scratch = process.free_port(self.host)
+        pid, log = self._launch(version, model_dir, scratch)
         smoke: dict[str, Any] = {"ok": True, "images": 0, "errors": [], "skipped": True}
         if samples:
-            scratch = process.free_port(self.host)
-            pid, _log = self._launch(version, model_dir, scratch)
-            try:
-                smoke = smoke_test(http_sender(self.url(scratch)), samples, classes)
-            finally:
-                process.terminate(pid)
+            smoke = smoke_test(http_sender(self.url(scratch)), samples, classes)
         if not smoke["ok"]:
+            process.terminate(pid)
             raise DeployFailed(
                 f"candidate v{version} failed its smoke test on {smoke['images']} held-out "
                 f"images: {'; '.join(smoke['errors']) or 'no answer'}"
             )
-        # 3: the switch.
-        if current is not None:
-            process.terminate(current["pid"])
+        # 3: the switch, checked through the endpoint port before the old server goes.
+        write_upstream(self.upstream_file, scratch, version)
         try:
-            pid, log = self._launch(version, model_dir, self.port)
+            front = self._ensure_front(current)
             check = smoke_test(http_sender(self.url()), samples[:2], classes) if samples else smoke
             if not check["ok"]:
-                process.terminate(pid)
                 raise DeployFailed(
                     f"v{version} failed its check after the switch: {'; '.join(check['errors'])}"
                 )
         except DeployFailed as exc:
-            restored = self._restore(current)
+            process.terminate(pid)
+            restored = self._restore(previous)
             raise DeployFailed(f"{exc}; {restored}") from None
-        self._write_state(version, pid, model_dir, log)
+        self._write_state(version, pid, scratch, front, model_dir, log)
+        if previous is not None:
+            process.terminate(previous["pid"])  # SIGTERM: it finishes its in-flight requests first
         return smoke
 
     def _restore(self, previous: dict[str, Any] | None) -> str:
-        """Bring back what served before the switch (from the endpoint's own state, not the registry)."""
+        """Point the front back at what served before the switch (from the endpoint's own state, not the
+        registry), starting it again if it is gone."""
         if previous is None:
-            self.state_path.unlink(missing_ok=True)
+            self.stop()
             return "no previous version to restore; the endpoint is down"
         version, model_dir = int(previous["version"]), Path(previous["model_dir"])
+        pid, port, log = previous["pid"], previous.get("backend_port"), Path(previous["log"])
+        if not process.alive(pid) or not port:
+            try:
+                port = process.free_port(self.host)
+                pid, log = self._launch(version, model_dir, port)
+            except DeployFailed as exc:
+                self.stop()
+                return f"restoring v{version} failed too: {exc}"
+        write_upstream(self.upstream_file, int(port), version)
         try:
-            pid, log = self._launch(version, model_dir, self.port)
-        except DeployFailed as exc:
-            self.state_path.unlink(missing_ok=True)
+            front = self._ensure_front(self.state())
+        except (DeployFailed, UsageError) as exc:
+            self.stop()
+            process.terminate(pid)
             return f"restoring v{version} failed too: {exc}"
-        self._write_state(version, pid, model_dir, log)
+        self._write_state(version, pid, int(port), front, model_dir, log)
         return f"v{version} restored and serving"
 
-    def _write_state(self, version: int, pid: int, model_dir: Path, log: Path) -> None:
+    def _write_state(  # noqa: PLR0917 -- the state file's fields, in its order
+        self, version: int, pid: int, backend_port: int, front_pid: int, model_dir: Path, log: Path
+    ) -> None:
         write_json_atomic(
             self.state_path,
             {
                 "version": version,
                 "pid": pid,
+                "backend_port": backend_port,
+                "front_pid": front_pid,
                 "host": self.host,
                 "port": self.port,
                 "url": self.url(),
@@ -206,11 +272,15 @@ class LocalEndpoint:
         )
 
     def stop(self) -> int | None:
+        """Stop the serving process and the front; the version that served, if any."""
         state = self.state()
         if state is None:
             return None
         process.terminate(state["pid"])
+        if state.get("front_pid"):
+            process.terminate(state["front_pid"], marker=FRONT_MODULE)
         self.state_path.unlink(missing_ok=True)
+        self.upstream_file.unlink(missing_ok=True)
         return int(state["version"])
 
     def invoke(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:

@@ -41,20 +41,20 @@ def alive(pid: int | None) -> bool:
     return True
 
 
-def is_serve_process(pid: int) -> bool:
-    """Guard against pid reuse: only signal a process that is running our server."""
+def is_serve_process(pid: int, marker: str = "serve") -> bool:
+    """Guard against pid reuse: only signal a process whose command line names our server (`marker`)."""
     cmdline = Path(f"/proc/{pid}/cmdline")
     if not cmdline.exists():
         return alive(pid)
     try:
-        return b"serve" in cmdline.read_bytes()
+        return marker.encode() in cmdline.read_bytes()
     except OSError:
         return False
 
 
-def terminate(pid: int, timeout: float = 15.0) -> None:
+def terminate(pid: int, timeout: float = 15.0, marker: str = "serve") -> None:
     """SIGTERM, wait for a graceful exit, then SIGKILL."""
-    if not alive(pid) or not is_serve_process(pid):
+    if not alive(pid) or not is_serve_process(pid, marker):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
