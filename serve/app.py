@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -59,6 +60,17 @@ def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limi
 
     async def ping(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def execution_parameters(request: Request) -> Response:
+        # Batch transform asks once, when its job leaves these unset: one image object per request, as
+        # many in flight as keep the inference thread busy without queueing past the admission limit.
+        return JSONResponse(
+            {
+                "MaxConcurrentTransforms": min(limits.max_concurrency, max(2, os.cpu_count() or 1)),
+                "BatchStrategy": "SINGLE_RECORD",
+                "MaxPayloadInMB": max(1, limits.max_payload_bytes // (1024 * 1024)),
+            }
+        )
 
     async def invocations(request: Request) -> Response:
         nonlocal admitted
@@ -107,7 +119,11 @@ def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limi
         return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
 
     app = Starlette(
-        routes=[Route("/ping", ping, methods=["GET"]), Route("/invocations", invocations, methods=["POST"])],
+        routes=[
+            Route("/ping", ping, methods=["GET"]),
+            Route("/execution-parameters", execution_parameters, methods=["GET"]),
+            Route("/invocations", invocations, methods=["POST"]),
+        ],
         exception_handlers={BadRequest: bad_request, HTTPException: http_error},
     )
     return RequestLog(app)

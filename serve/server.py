@@ -47,6 +47,9 @@ environment:
 
 endpoints:
   GET  /ping          200 {{"status": "ok"}} (the model is loaded before the port is bound)
+  GET  /execution-parameters
+                      batch transform's defaults: MaxConcurrentTransforms, BatchStrategy
+                      (SINGLE_RECORD: one image per request), MaxPayloadInMB
   POST /invocations   image/png, image/jpeg, application/x-image, application/json
                       ({{"instances": [<base64 image>, ...]}}) or application/x-npy;
                       classification: top_k from ?top_k=N, "X-Amzn-SageMaker-Custom-Attributes: top_k=N"

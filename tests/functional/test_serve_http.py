@@ -343,6 +343,14 @@ def test_oversized_chunked_payload_is_413(client: httpx.Client) -> None:
     assert_still_serving(client)
 
 
+def test_execution_parameters_tell_batch_transform_how_to_call(client: httpx.Client) -> None:
+    response = client.get("/execution-parameters")
+    assert response.status_code == 200
+    parameters = response.json()
+    assert parameters["BatchStrategy"] == "SINGLE_RECORD" and parameters["MaxPayloadInMB"] == 6
+    assert 1 <= parameters["MaxConcurrentTransforms"] <= 64
+
+
 def test_a_client_that_sends_the_whole_oversized_body_first_still_reads_the_413(server: Server) -> None:
     """urllib (like requests and most SDKs) sends the entire body before reading the answer: a server
     that answered and hung up mid-upload would reset the connection under it."""
