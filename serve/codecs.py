@@ -13,6 +13,7 @@ import binascii
 import io
 import json
 import re
+import tokenize
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -188,7 +189,8 @@ def _read_npy(body: bytes) -> np.ndarray:
             raise BadRequest(400, f"truncated .npy: shape {shape} needs {claimed} bytes of data")
         fp.seek(0)
         return npy_format.read_array(fp, allow_pickle=False)
-    except ValueError as exc:
+    # numpy parses the header with Python's tokenizer: a corrupt one raises any of these, not ValueError.
+    except (ValueError, SyntaxError, TypeError, OverflowError, tokenize.TokenError) as exc:
         if body.startswith(b"\x80"):
             raise BadRequest(400, "pickled data is refused: send a .npy array (numpy.save)") from exc
         raise BadRequest(400, f"not a readable .npy array: {exc}") from exc
