@@ -49,7 +49,7 @@ log = logging.getLogger("serve.requests")
 class Limits:
     max_payload_bytes: int
     max_batch: int
-    max_concurrency: int = 64  # invocations admitted at once; more are answered 503 with Retry-After
+    max_concurrency: int  # invocations admitted at once; more are answered 503 with Retry-After
 
 
 def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limits) -> ASGIApp:

@@ -71,7 +71,7 @@ class Settings:
     max_payload_bytes: int
     max_batch: int
     torch_threads: int | None
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_concurrency: int
 
 
 def build_parser() -> argparse.ArgumentParser:

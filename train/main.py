@@ -28,7 +28,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from train import distributed
 from train.config import (
@@ -41,6 +41,10 @@ from train.config import (
 )
 from train.contract import JobPaths, host_info, read_hyperparameters, write_failure
 from train.distributed import World
+
+if TYPE_CHECKING:
+    from artifact.manifest import Manifest
+    from train.tracking import Tracker
 
 EXIT_CONFIG, EXIT_DATA, EXIT_STOPPED = 2, 3, 143
 CHANNELS = ("train", "validation", "test")
@@ -76,6 +80,25 @@ class Outcome:
 
 def log(message: str) -> None:
     print(message, flush=True)
+
+
+def write_evaluation(paths: JobPaths, evaluation: dict[str, Any]) -> None:
+    """evaluation.json in the artifact (hashed with it) and in output/data, the job's output that a
+    reviewer reads without unpacking the model. Either task family's trainer writes it here."""
+    text = json.dumps(evaluation, indent=2) + "\n"
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    (paths.model_dir / "evaluation.json").write_text(text)
+    paths.output_data.mkdir(parents=True, exist_ok=True)
+    (paths.output_data / "evaluation.json").write_text(text)
+
+
+def publish(paths: JobPaths, manifest: Manifest, tracker: Tracker, started: float) -> None:
+    """The artifact's last step: its files hashed into the manifest, the model logged to W&B."""
+    from artifact.manifest import write_manifest
+
+    write_manifest(paths.model_dir, manifest)
+    tracker.log_model(paths.model_dir, {"metrics": manifest.metrics, "code_version": manifest.code_version})
+    log(f"model written to {paths.model_dir} in {time.monotonic() - started:.1f}s")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,7 +146,7 @@ def run(  # noqa: PLR0912, PLR0915 -- the stages read top to bottom
     from torch import nn
 
     from artifact.architectures import REVISIONS, build
-    from artifact.manifest import Manifest, write_manifest
+    from artifact.manifest import Manifest
     from train import checkpoint, engine
     from train.data import batches, channel_stats, load_channel, shard_size
     from train.metrics import format_epoch_line, format_final_line
@@ -335,10 +358,7 @@ def run(  # noqa: PLR0912, PLR0915 -- the stages read top to bottom
         model_dir.mkdir(parents=True, exist_ok=True)
         cpu_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(cpu_state, str(model_dir / "model.safetensors"))
-        evaluation_json = json.dumps(evaluation, indent=2) + "\n"
-        (model_dir / "evaluation.json").write_text(evaluation_json)
-        paths.output_data.mkdir(parents=True, exist_ok=True)
-        (paths.output_data / "evaluation.json").write_text(evaluation_json)
+        write_evaluation(paths, evaluation)
         manifest = Manifest(
             task=config.task,
             architecture=config.arch,
@@ -357,9 +377,7 @@ def run(  # noqa: PLR0912, PLR0915 -- the stages read top to bottom
             },
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        write_manifest(model_dir, manifest)
-        tracker.log_model(model_dir, {"metrics": manifest.metrics, "code_version": manifest.code_version})
-        log(f"model written to {model_dir} in {time.monotonic() - started:.1f}s")
+        publish(paths, manifest, tracker, started)
         exit_code = 0
         return Outcome(stopped=False, metrics=metrics)
     finally:

@@ -78,7 +78,7 @@ def offline_environment(config_dir: Path) -> None:
     os.environ.pop("ULTRALYTICS_API_KEY", None)
 
 
-def prepare_settings(work: Path) -> None:
+def _settings(work: Path) -> None:
     from ultralytics.utils import SETTINGS
 
     # Persisted in $YOLO_CONFIG_DIR/Ultralytics/settings.json, a directory this job owns.
@@ -92,14 +92,31 @@ def prepare_settings(work: Path) -> None:
     )
 
 
+def dataset_yaml(directory: Path) -> Path | None:
+    """A YOLO dataset's data.yaml (or data.yml) in `directory`, if there is one."""
+    return next((directory / n for n in ("data.yaml", "data.yml") if (directory / n).is_file()), None)
+
+
+def workspace(report: YoloReport, work: Path) -> Path:
+    """What Ultralytics runs in, under `work`: its offline environment and settings (before and as it is
+    imported), and the dataset's work tree; the work tree's data.yaml."""
+    offline_environment(work / "config")
+    _settings(work)
+    return work_dataset(report, work / "dataset")
+
+
+def scored_split(report: YoloReport) -> str:
+    """The split final metrics are measured on: test, else val."""
+    return "test" if "test" in report.split_dirs else "val"
+
+
 def find_dataset(paths: JobPaths) -> Path:
     """The data.yaml of the `train` channel; DataError naming what is there instead."""
     from train.data import DataError
 
     channel = paths.channel("train")
-    for name in ("data.yaml", "data.yml"):
-        if (channel / name).is_file():
-            return channel / name
+    if (found := dataset_yaml(channel)) is not None:
+        return found
     if not channel.is_dir():
         raise DataError(f"channel 'train' ({channel}) is missing: give it a YOLO dataset with a data.yaml")
     if paths.channel("validation").is_dir():
@@ -370,7 +387,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
 
     Raises DataError (bad dataset or weights channel), CheckpointMismatch, ConfigError: the program's
     data exit code, as for the classifier."""
-    from train.main import EXIT_STOPPED, Outcome
+    from train.main import EXIT_STOPPED, Outcome, publish, write_evaluation
 
     if config.task not in YOLO_TASKS:
         raise ConfigError(f"run_yolo trains {', '.join(YOLO_TASKS)}, not {config.task!r}")
@@ -382,11 +399,9 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
     log(f"channel train: {yaml_path}: {counts} images, {len(report.names)} classes ({report.task})")
     device = _device(config)
 
-    offline_environment(work / "config")
+    data = workspace(report, work)
     from ultralytics import YOLO
 
-    prepare_settings(work)
-    data = work_dataset(report, work / "dataset")
     runs = work / "runs"
     resume = _checkpoint(paths.checkpoints, config, report.names)
     if resume is None and runs.exists():  # a fresh run: nothing of an earlier one in its directory
@@ -460,7 +475,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
         best = runs / "train" / "weights" / "best.pt"
         if not best.is_file():
             best = paths.checkpoints / (BEST if (paths.checkpoints / BEST).is_file() else LAST)
-        split = "test" if "test" in report.split_dirs else "val"
+        split = scored_split(report)
         if split == "val":
             log("no test split in data.yaml: the final metrics are of the val split")
         result = evaluate_weights(
@@ -488,10 +503,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
             "test_images": report.counts.get(split, 0),
             "history": history,
         }
-        evaluation_json = json.dumps(evaluation, indent=2) + "\n"
-        (model_dir / "evaluation.json").write_text(evaluation_json)
-        paths.output_data.mkdir(parents=True, exist_ok=True)
-        (paths.output_data / "evaluation.json").write_text(evaluation_json)
+        write_evaluation(paths, evaluation)
         results_csv = runs / "train" / "results.csv"
         if results_csv.is_file():
             shutil.copyfile(results_csv, paths.output_data / "results.csv")
@@ -505,7 +517,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
             samples = detection_samples(model_dir / WEIGHTS, images, config=config, device=device)
             tracker.log_detections(samples, report.names)
 
-        from artifact.manifest import Manifest, write_manifest
+        from artifact.manifest import Manifest
         from train.yolo_data import fingerprint
 
         manifest = Manifest(
@@ -531,9 +543,7 @@ def run_yolo(  # noqa: PLR0915 -- the stages read top to bottom
             | {"all": {"images": sum(report.counts.values()), "fingerprint": fingerprint(report.root)}},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        write_manifest(model_dir, manifest)
-        tracker.log_model(model_dir, {"metrics": manifest.metrics, "code_version": manifest.code_version})
-        log(f"model written to {model_dir} in {time.monotonic() - started:.1f}s")
+        publish(paths, manifest, tracker, started)
         exit_code = 0
         return Outcome(stopped=False, metrics=metrics)
     finally:

@@ -124,8 +124,7 @@ def evaluate_artifact(model_dir: Path, dataset: Path, *, batch: int = 16) -> dic
     from train.data import DataError
 
     manifest = verify(model_dir)
-    candidates = [dataset] if dataset.is_file() else [dataset / "data.yaml", dataset / "data.yml"]
-    yaml_path = next((c for c in candidates if c.is_file()), None)
+    yaml_path = dataset if dataset.is_file() else yolo.dataset_yaml(dataset)
     if yaml_path is None:
         raise DataError(f"{dataset} holds no data.yaml: not a YOLO dataset")
     report = yolo.validate_dataset(yaml_path, manifest.task)
@@ -134,12 +133,10 @@ def evaluate_artifact(model_dir: Path, dataset: Path, *, batch: int = 16) -> dic
             f"{yaml_path} names {report.names}, the model predicts {list(manifest.classes)}: "
             "scores on other classes would compare nothing"
         )
-    split = "test" if "test" in report.split_dirs else "val"
+    split = yolo.scored_split(report)
     with tempfile.TemporaryDirectory(prefix="yolo-evaluate-") as tmp:
         work = Path(tmp)
-        yolo.offline_environment(work / "config")
-        yolo.prepare_settings(work)
-        data = yolo.work_dataset(report, work / "dataset")
+        data = yolo.workspace(report, work)
         result = evaluate_weights(
             model_dir / manifest.weights,
             data,

@@ -121,19 +121,30 @@ class LocalEndpoint:
         env.setdefault("MLOPS_TORCH_THREADS", "1")
         return process.spawn_detached(argv, log, env)
 
-    def _wait_ready(self, pid: int, port: int, log: Path, timeout: float = READY_TIMEOUT) -> None:
+    def _wait_ready(
+        self,
+        pid: int,
+        port: int,
+        log: Path,
+        timeout: float = READY_TIMEOUT,
+        *,
+        what: str = "the server",
+        marker: str = "serve",
+    ) -> None:
+        """Until `port` answers GET /ping (for the front: once its upstream does); DeployFailed, with the
+        log's tail, when the process exits first or the time runs out (the process is then stopped)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not process.alive(pid):
-                raise DeployFailed(f"the server exited before answering /ping: {process.tail(log)}")
+                raise DeployFailed(f"{what} exited before answering /ping: {process.tail(log)}")
             try:
                 if http(f"{self.url(port)}/ping", timeout=2)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.2)
-        process.terminate(pid)
-        raise DeployFailed(f"the server did not answer /ping within {timeout:.0f}s: {process.tail(log)}")
+        process.terminate(pid, marker=marker)
+        raise DeployFailed(f"{what} did not answer /ping within {timeout:.0f}s: {process.tail(log)}")
 
     def _launch(self, version: int, model_dir: Path, port: int) -> tuple[int, Path]:
         log = self.root / "logs" / f"v{version}.log"
@@ -154,11 +165,7 @@ class LocalEndpoint:
         """The front's pid: the running one, or one started on the endpoint port."""
         if state is not None and self._front_alive(state):
             return int(state["front_pid"])
-        if not process.port_free(self.host, self.port):
-            raise UsageError(
-                f"port {self.port} is in use by another program; "
-                "free it or set MLOPS_ENDPOINT_PORT to another port"
-            )
+        self._refuse_a_busy_port()
         log = self.root / "logs" / "front.log"
         argv = [
             sys.executable,
@@ -172,18 +179,15 @@ class LocalEndpoint:
             str(self.upstream_file),
         ]
         pid = process.spawn_detached(argv, log, dict(os.environ))
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:  # the front answers /ping once the upstream does
-            if not process.alive(pid):
-                raise DeployFailed(f"the endpoint's front door exited: {process.tail(log)}")
-            try:
-                if http(f"{self.url()}/ping", timeout=2)[0] == 200:
-                    return pid
-            except OSError:
-                pass
-            time.sleep(0.1)
-        process.terminate(pid, marker=FRONT_MODULE)
-        raise DeployFailed(f"the endpoint's front door did not answer within {READY_TIMEOUT:.0f}s")
+        self._wait_ready(pid, self.port, log, what="the endpoint's front door", marker=FRONT_MODULE)
+        return pid
+
+    def _refuse_a_busy_port(self) -> None:
+        if not process.port_free(self.host, self.port):
+            raise UsageError(
+                f"port {self.port} is in use by another program; "
+                "free it or set MLOPS_ENDPOINT_PORT to another port"
+            )
 
     def deploy(
         self, version: int, model_dir: Path, samples: list[Sample], classes: list[str]
@@ -191,11 +195,8 @@ class LocalEndpoint:
         """Guarded switch to `version`; raises DeployFailed with the previous version still serving."""
         current = self.state()
         previous = current if current is not None and process.alive(current["pid"]) else None
-        if not self._front_alive(current) and not process.port_free(self.host, self.port):
-            raise UsageError(
-                f"port {self.port} is in use by another program; "
-                "free it or set MLOPS_ENDPOINT_PORT to another port"
-            )
+        if not self._front_alive(current):
+            self._refuse_a_busy_port()  # before anything starts
         # 1-2: the candidate on a scratch port, smoke-tested before it can take traffic. With no samples
         # (the caller allowed an untested deploy) it only has to answer /ping.
         scratch = process.free_port(self.host)

@@ -30,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from infra.local.files import write_json_atomic
+
 # Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, not to the request or the answer.
 _HOP = {
     "connection",
@@ -54,7 +56,8 @@ class Upstream:
 
 
 class UpstreamFile:
-    """The upstream file, re-read when its modification time or size changes."""
+    """The upstream file, re-read when it changes: a new inode (each write renames a new file into place)
+    or a new modification time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -79,9 +82,7 @@ class UpstreamFile:
 
 def write_upstream(path: Path, port: int, version: int) -> None:
     """Point the front at another server: one atomic rename, picked up by the next request."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"port": port, "version": version}))
-    tmp.replace(path)
+    write_json_atomic(path, {"port": port, "version": version})
 
 
 def create_app(upstreams: UpstreamFile, host: str) -> Starlette:

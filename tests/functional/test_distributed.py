@@ -18,6 +18,7 @@ import pytest
 
 from artifact.manifest import verify
 from infra.datasets import make_synthetic
+from tests.jobs import sigterm_training
 from train import checkpoint
 from train.contract import JobPaths
 from train.data import shard
@@ -158,31 +159,10 @@ def test_sigterm_to_the_launcher_stops_every_worker_at_a_checkpoint_and_a_restar
     tmp_path, dataset
 ):
     base = make_job(tmp_path / "job", dataset, {**HYPERPARAMETERS, "epochs": "3", "batch_size": "8"})
-    with subprocess.Popen(
-        [sys.executable, "-m", "train", "train"],
-        env=job_env(base, 2, free_port()),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as proc:
-        try:
-            seen: list[str] = []
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                seen.append(line)
-                if line.startswith("epoch=1 "):
-                    proc.send_signal(signal.SIGTERM)  # what a spot reclaim sends to the container's process
-                    signalled = time.monotonic()
-                    break
-            rest = proc.stdout.read()
-            code = proc.wait(timeout=90)
-            seconds = time.monotonic() - signalled
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert code == 143, "".join(seen) + rest
-    assert "stopped at step" in rest, rest
-    assert seconds < 45
+    stopped = sigterm_training(job_env(base, 2, free_port()), at="epoch=1 ", timeout=90)
+    assert stopped.code == 143, stopped.before + stopped.after
+    assert "stopped at step" in stopped.after, stopped.after
+    assert stopped.seconds < 45
     saved = checkpoint.load(base / "checkpoints")
     assert saved is not None and saved["epoch"] >= 1 and saved["wandb_id"]
     assert not (base / "model" / "manifest.json").exists()

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from infra.datasets import make_synthetic
+from tests.jobs import sigterm_training
 from train import checkpoint
 from train.config import parse_hyperparameters
 from train.contract import JobPaths
@@ -71,6 +70,12 @@ def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         assert torch.equal(tensor, b[name]), f"{name} differs"
 
 
+def run_program(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m train train` as SageMaker starts it, to the end."""
+    command = [sys.executable, "-m", "train", "train"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
 def run_in_process(base: Path, stop) -> object:
     paths = JobPaths(base, {"WANDB_MODE": "disabled"})
     return run(parse_hyperparameters(HYPERPARAMETERS), paths, stop)
@@ -107,53 +112,18 @@ def test_sigterm_mid_epoch_saves_within_a_step_and_the_same_wandb_run_continues(
     one does, and W&B (offline) keeps one run across the restart."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
     straight = job(tmp_path / "straight", dataset)
-    done = subprocess.run(
-        [sys.executable, "-m", "train", "train"],
-        env={**env, "SAGEMAKER_BASE_DIR": str(straight)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_program({**env, "SAGEMAKER_BASE_DIR": str(straight)})
     assert done.returncode == 0, done.stdout + done.stderr
 
     base = job(tmp_path / "interrupted", dataset)
-    with subprocess.Popen(
-        [sys.executable, "-m", "train", "train"],
-        env={**env, "SAGEMAKER_BASE_DIR": str(base)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as proc:
-        try:
-            seen: list[str] = []
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                seen.append(line)
-                if line.startswith("epoch=1 "):
-                    proc.send_signal(signal.SIGTERM)  # what a spot reclaim or StopTrainingJob sends
-                    signalled = time.monotonic()
-                    break
-            rest = proc.stdout.read()
-            code = proc.wait(timeout=60)
-            seconds = time.monotonic() - signalled
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert code == 143, "".join(seen) + rest
-    assert "stopped at step" in rest and "checkpoint" in rest, rest
-    assert seconds < 30  # a step and a checkpoint, well inside SageMaker's two minutes
+    stopped = sigterm_training({**env, "SAGEMAKER_BASE_DIR": str(base)}, at="epoch=1 ", timeout=60)
+    assert stopped.code == 143, stopped.before + stopped.after
+    assert "stopped at step" in stopped.after and "checkpoint" in stopped.after, stopped.after
+    assert stopped.seconds < 30  # a step and a checkpoint, well inside SageMaker's two minutes
     saved = checkpoint.load(base / "checkpoints")
     assert saved is not None and saved["wandb_id"]
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "train", "train"],
-        env={**env, "SAGEMAKER_BASE_DIR": str(base)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    resumed = run_program({**env, "SAGEMAKER_BASE_DIR": str(base)})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed from checkpoint" in resumed.stdout
     assert_bitwise_equal(weights(straight), weights(base))
