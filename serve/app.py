@@ -1,9 +1,11 @@
 """The HTTP side of the hosting contract: a Starlette app around a loaded Predictor.
 
-Stages of one invocation: check Accept and the settings in the query and headers (cheap, on the event
-loop) -> read the body under a byte cap (Content-Length first, then while streaming) -> decode, add a
-JSON body's settings, and predict in the single inference thread -> JSON. Every refusal is
-`{"error": ...}` with a 4xx status; a request log line wraps it all.
+Stages of one invocation: admit it or answer 503 (at most `max_concurrency` in progress) -> check
+Accept and the settings in the query and headers (cheap, on the event loop) -> read the body under a
+byte cap (Content-Length first, then while streaming) -> decode it and add a JSON body's settings in
+the decode threads -> join the dynamic batcher (serve/batching.py), which runs the model in the single
+inference thread -> JSON. Every refusal is `{"error": ...}` with a 4xx status (503 when overloaded); a
+request log line wraps it all.
 
 Both task families answer `{"predictions": [one per image], "model": {...}}`: a classifier's
 prediction holds `top_k`, a detector's `boxes` (each with a `polygon` for segmentation).
@@ -15,9 +17,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.batching import Arrival, Batcher, Work
 from serve.codecs import BadRequest, check_content_type, decode_request
 from serve.options import (
     CLASSIFY_SETTINGS,
@@ -52,10 +55,26 @@ class Limits:
     max_concurrency: int  # invocations admitted at once; more are answered 503 with Retry-After
 
 
-def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limits) -> ASGIApp:
-    """`executor` must be the single thread that loaded `predictor`: inference only ever runs there."""
+@dataclass(frozen=True)
+class Batching:
+    max_size: int = 32  # images in one forward pass; 1 turns batching off
+    max_wait: float = 0.005  # seconds a batch waits for requests already on their way
+
+
+@dataclass(frozen=True)
+class Executors:
+    inference: Executor  # the single thread that loaded the model: inference only ever runs there
+    decode: Executor | None = field(default=None)  # image decoding, off the event loop; None: inference's
+
+
+def create_app(
+    predictor: Predictor | Detector, executors: Executors, limits: Limits, batching: Batching | None = None
+) -> ASGIApp:
     model_info = describe(predictor)
     task = _Detect(predictor) if isinstance(predictor, Detector) else _Classify(predictor)
+    batching = batching or Batching()
+    batcher = Batcher(task.run, executors.inference, batching.max_size, batching.max_wait)
+    decode_pool = executors.decode or executors.inference
     admitted = 0  # invocations between admission and their answer (the event loop's thread only)
 
     async def ping(request: Request) -> Response:
@@ -80,33 +99,38 @@ def create_app(predictor: Predictor | Detector, executor: Executor, limits: Limi
             message = f"overloaded: {limits.max_concurrency} requests in progress; retry after 1 s"
             raise BadRequest(503, message, headers)
         admitted += 1
+        arrival = batcher.arrival()
         try:
-            return await _invoke(request)
+            return await _invoke(request, arrival)
         finally:
             admitted -= 1
+            arrival.close()
 
-    async def _invoke(request: Request) -> Response:
+    async def _invoke(request: Request, arrival: Arrival) -> Response:
         if not accepts_json(request.headers.get("accept")):
             accept = request.headers["accept"]
             raise BadRequest(406, f"cannot answer Accept: {accept}; responses are application/json")
-        sources: Sources = [request.query_params, custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES))]
-        task.settings(sources)  # refuse a bad setting before reading a body it would be wasted on
-        content_type = check_content_type(request.headers.get("content-type"))
-        body = await read_body(request, limits.max_payload_bytes)
-
-        def infer() -> list[dict[str, Any]]:
-            images, parameters = decode_request(content_type, body, limits.max_batch)
-            check_parameters(parameters, task.accepted)
-            return task.answer(images, [*sources, parameters])
-
         try:
-            predictions = await asyncio.get_running_loop().run_in_executor(executor, infer)
+            attributes = custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES))
+            sources: Sources = [request.query_params, attributes]
+            task.settings(sources)  # refuse a bad setting before reading a body it would be wasted on
+            content_type = check_content_type(request.headers.get("content-type"))
+            body = await read_body(request, limits.max_payload_bytes)
+
+            def decode() -> tuple[list[np.ndarray], Any]:
+                images, parameters = decode_request(content_type, body, limits.max_batch)
+                check_parameters(parameters, task.accepted)
+                return images, task.settings([*sources, parameters])
+
+            images, setting = await asyncio.get_running_loop().run_in_executor(decode_pool, decode)
+            predictions = await arrival.submit(images, setting)
         except BadRequest:
             raise
         except Exception:  # a bug or a model failure must not take the endpoint down with it
             log.exception("inference failed")
             return JSONResponse({"error": "internal error during inference; see the server log"}, 500)
         request.state.images = len(predictions)
+        request.state.batch = arrival.batch_images
         return JSONResponse({"predictions": predictions, "model": model_info})
 
     async def bad_request(request: Request, exc: Exception) -> Response:
@@ -142,8 +166,15 @@ class _Classify:
     def settings(self, sources: Sources) -> int:
         return requested_top_k(sources, default=self.default_top_k, num_classes=self.predictor.num_classes)
 
-    def answer(self, images: list[np.ndarray], sources: Sources) -> list[dict[str, Any]]:
-        return [_ranked(p) for p in self.predictor.predict(images, self.settings(sources))]
+    def run(self, work: Sequence[Work]) -> list[list[dict[str, Any]]]:
+        """One forward pass for every request's images, at the largest top_k any of them asked for."""
+        images = [image for request_images, _ in work for image in request_images]
+        ranked = self.predictor.predict(images, max(top_k for _, top_k in work))
+        answers, start = [], 0
+        for request_images, top_k in work:
+            answers.append([_ranked(p[:top_k]) for p in ranked[start : start + len(request_images)]])
+            start += len(request_images)
+        return answers
 
 
 class _Detect:
@@ -155,12 +186,21 @@ class _Detect:
     def settings(self, sources: Sources) -> DetectOptions:
         return requested_detect_options(sources)
 
-    def answer(self, images: list[np.ndarray], sources: Sources) -> list[dict[str, Any]]:
+    def run(self, work: Sequence[Work]) -> list[list[dict[str, Any]]]:
+        """One predict call per distinct set of options (conf, iou, max_det), in request order."""
         classes = self.detector.classes
-        return [
-            {"boxes": [_box(d, classes) for d in detections]}
-            for detections in self.detector.predict(images, self.settings(sources))
-        ]
+        answers: list[list[dict[str, Any]]] = [[] for _ in work]
+        groups: dict[DetectOptions, list[int]] = {}
+        for index, (_, options) in enumerate(work):
+            groups.setdefault(options, []).append(index)
+        for options, members in groups.items():
+            images = [image for index in members for image in work[index][0]]
+            detections = iter(self.detector.predict(images, options))
+            for index in members:
+                answers[index] = [
+                    {"boxes": [_box(d, classes) for d in next(detections)]} for _ in work[index][0]
+                ]
+        return answers
 
 
 def _ranked(prediction: Prediction) -> dict[str, Any]:
@@ -246,7 +286,8 @@ async def _drain(request: Request) -> dict[str, str]:
 
 
 class RequestLog:
-    """One stdout line per request: method, path, status, latency and number of images predicted."""
+    """One stdout line per request: method, path, status, latency, number of images predicted and the
+    images in the forward pass they shared (batch=)."""
 
     def __init__(self, app: ASGIApp, clock: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
@@ -271,10 +312,11 @@ class RequestLog:
         finally:
             elapsed_ms = (self.clock() - start) * 1000
             log.info(
-                "%s %s %d %.1fms images=%d",
+                "%s %s %d %.1fms images=%d%s",
                 scope["method"],
                 scope["path"],
                 status,
                 elapsed_ms,
                 state.get("images", 0),
+                f" batch={state['batch']}" if state.get("batch") else "",
             )

@@ -1,14 +1,17 @@
 """`python -m serve [serve]`: the SageMaker hosting contract on uvicorn.
 
-Stages: parse flags and environment -> start the single inference thread -> in it, verify, load and warm
-the model (a bad artifact ends the process here, before the port is bound) -> bind and serve until
-SIGTERM -> finish in-flight requests, stop the inference thread, exit 0.
+Stages: parse flags and environment -> start the single inference thread -> in it, set the thread
+count for the cores this process may use, verify, load and warm the model, pick its memory layout (a
+bad artifact ends the process here, before the port is bound) -> bind and serve until SIGTERM (requests
+are batched dynamically, see serve/batching.py) -> stop accepting, finish in-flight requests, stop the
+inference thread, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import socket
@@ -31,6 +34,10 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse larger requests anyway
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_WAIT_MS = 5
+# serve.predictor.LAYOUTS, named here so that parsing flags does not import torch (a unit test ties them).
+LAYOUTS = ("auto", "channels_last", "contiguous")
 
 _EPILOG = f"""\
 environment:
@@ -41,9 +48,18 @@ environment:
   MLOPS_MAX_BATCH          most images in one request (default {DEFAULT_MAX_BATCH}); more -> 400
   MLOPS_MAX_CONCURRENCY    invocations admitted at once (default {DEFAULT_MAX_CONCURRENCY}); more -> 503 with
                            Retry-After: 1, so memory stays bounded under overload and /ping stays healthy
-  MLOPS_TORCH_THREADS      intra-op threads for inference (default: PyTorch's own choice, one per core);
-                           set 1 where the host's cores are shared: OpenMP threads that wait for a busy
-                           core turn milliseconds into a hundred
+  MLOPS_BATCH_MAX_SIZE     most images in one forward pass of the dynamic batcher (default
+                           {DEFAULT_BATCH_SIZE}); requests that arrive while the model is busy share its next
+                           pass; 1 turns batching off
+  MLOPS_BATCH_MAX_WAIT_MS  how long a batch may wait for requests already being received or decoded
+                           (default {DEFAULT_BATCH_WAIT_MS}); a lone caller never waits; 0: never wait
+  MLOPS_TORCH_THREADS      intra-op threads for inference (default: the cores this process may use,
+                           from its CPU affinity and cgroup quota, at most PyTorch's own choice); set 1
+                           where the host's cores are shared: OpenMP threads that wait for a busy core
+                           turn milliseconds into a hundred
+  MLOPS_DECODE_THREADS     threads decoding request bodies off the event loop (default: min(4, cores))
+  MLOPS_LAYOUT             a classifier's memory layout: auto (default: time both at startup, keep the
+                           faster), channels_last or contiguous
 
 endpoints:
   GET  /ping          200 {{"status": "ok"}} (the model is loaded before the port is bound)
@@ -72,6 +88,10 @@ class Settings:
     max_batch: int
     torch_threads: int | None
     max_concurrency: int
+    batch_max_size: int = DEFAULT_BATCH_SIZE
+    batch_max_wait_ms: int = DEFAULT_BATCH_WAIT_MS
+    decode_threads: int | None = None
+    layout: str = "auto"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +140,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             max_batch=_env_int("MLOPS_MAX_BATCH", DEFAULT_MAX_BATCH, 1),
             torch_threads=_env_int("MLOPS_TORCH_THREADS", 0, 1) or None,
             max_concurrency=_env_int("MLOPS_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
+            batch_max_size=_env_int("MLOPS_BATCH_MAX_SIZE", DEFAULT_BATCH_SIZE, 1),
+            batch_max_wait_ms=_env_int("MLOPS_BATCH_MAX_WAIT_MS", DEFAULT_BATCH_WAIT_MS, 0),
+            decode_threads=_env_int("MLOPS_DECODE_THREADS", 0, 1) or None,
+            layout=_env_choice("MLOPS_LAYOUT", "auto", LAYOUTS),
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -135,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     # One thread builds, warms and runs the model (see predictor.py on OpenMP pools).
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    decoders = ThreadPoolExecutor(
+        max_workers=settings.decode_threads or min(4, available_cores()), thread_name_prefix="decode"
+    )
     try:
         try:
             predictor, threads = executor.submit(_load, settings).result()
@@ -142,9 +169,37 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - any load failure is one line for the operator
             return _fail(f"cannot load the model from {settings.model_dir}: {type(exc).__name__}: {exc}")
-        return _serve(predictor, executor, settings, threads)
+        return _serve(predictor, executor, decoders, settings, threads)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        decoders.shutdown(wait=True, cancel_futures=True)
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota.
+
+    A container limited to 2 CPUs on a 64-core host still sees 64 in os.cpu_count(), and 64 OpenMP
+    threads time-sliced onto 2 CPUs run a forward pass many times slower than 2 threads do."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpu_quota() -> int | None:
+    try:  # cgroup v2: "<quota> <period>" or "max <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else math.ceil(int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1: quota -1 means unlimited
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return math.ceil(quota_us / period_us) if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _load(settings: Settings) -> tuple[Predictor | Detector, int]:
@@ -153,25 +208,31 @@ def _load(settings: Settings) -> tuple[Predictor | Detector, int]:
     from serve import codecs
     from serve import predictor as loader
 
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.torch_threads or min(torch.get_num_threads(), available_cores()))
     predictor = loader.load(settings.model_dir)
+    if isinstance(predictor, loader.Predictor):
+        predictor.use_layout(settings.layout)
     codecs.warm_up()
     return predictor, torch.get_num_threads()
 
 
 def _serve(
-    predictor: Predictor | Detector, executor: ThreadPoolExecutor, settings: Settings, threads: int
+    predictor: Predictor | Detector,
+    executor: ThreadPoolExecutor,
+    decoders: ThreadPoolExecutor,
+    settings: Settings,
+    threads: int,
 ) -> int:
-    from serve.app import Limits, create_app
+    from serve.app import Batching, Executors, Limits, create_app
 
     limits = Limits(
         max_payload_bytes=settings.max_payload_bytes,
         max_batch=settings.max_batch,
         max_concurrency=settings.max_concurrency,
     )
+    batching = Batching(max_size=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1000)
     config = uvicorn.Config(
-        create_app(predictor, executor, limits),
+        create_app(predictor, Executors(inference=executor, decode=decoders), limits, batching),
         host=settings.host,
         port=settings.port,
         access_log=False,
@@ -181,12 +242,17 @@ def _serve(
         timeout_keep_alive=75,
     )
     manifest = predictor.manifest
+    layout = getattr(predictor, "layout", None)
     logging.getLogger("serve").info(
-        "verified and warmed %s (weights sha256 %s); inference on %d torch thread%s",
+        "verified and warmed %s (weights sha256 %s); inference on %d torch thread%s%s; batches of up to "
+        "%d images, waiting up to %d ms for requests on their way",
         manifest.architecture,
         manifest.files.get(manifest.weights, "")[:12],
         threads,
         "" if threads == 1 else "s",
+        f", {layout} layout" if layout else "",
+        batching.max_size,
+        settings.batch_max_wait_ms,
     )
     banner = f"serving {manifest.architecture} ({predictor.num_classes} classes) from {settings.model_dir}"
     server = _Server(config, banner)
@@ -228,6 +294,15 @@ def _env_int(name: str, default: int, minimum: int) -> int:
     if not raw.isdigit() or int(raw) < minimum:
         raise ValueError(f"{name}={raw!r} must be an integer >= {minimum}")
     return int(raw)
+
+
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ValueError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
 
 
 def _configure_logging() -> None:

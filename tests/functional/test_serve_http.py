@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,11 @@ class Server:
 
 def server_env(**extra: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "MLOPS_MAX", "MLOPS_TORCH"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("SAGEMAKER_", "MLOPS_MAX", "MLOPS_TORCH", "MLOPS_BATCH", "MLOPS_DECODE", "MLOPS_LAYOUT")
+        )
     }
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
@@ -263,8 +268,43 @@ def test_each_request_is_logged(client: httpx.Client, server: Server) -> None:
         re.search(r"serving smallcnn \(6 classes\) from \S+ on http://127\.0\.0\.1:\d+$", line)
         for line in lines
     )
-    assert any(re.search(r"POST /invocations 200 \d+\.\dms images=2$", line) for line in lines)
+    assert any(re.search(r"POST /invocations 200 \d+\.\dms images=2 batch=2$", line) for line in lines)
     assert any(re.search(r"GET /nowhere 404 \d+\.\dms images=0$", line) for line in lines)
+
+
+def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(
+    artifact: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    env = server_env(MLOPS_TORCH_THREADS="1", MLOPS_BATCH_MAX_WAIT_MS="100", MLOPS_BATCH_MAX_SIZE="8")
+    running = launch(["--model-dir", str(artifact[0]), "--host", "127.0.0.1"], tmp_path, env)
+    rng = np.random.default_rng(7)
+    bodies = [encode(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "PNG") for _ in range(24)]
+
+    def ask(index: int) -> list[list[dict[str, Any]]]:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            return rankings(invoke(client, bodies[index], "image/png", params={"top_k": 1 + index % 6}))
+
+    try:
+        alone = [ask(i) for i in range(len(bodies))]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            together = list(pool.map(ask, range(len(bodies))))
+        deadline = time.monotonic() + 10
+        while running.log().count("POST /invocations 200") < 2 * len(bodies) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        batches = [
+            int(size) for size in re.findall(r"POST /invocations 200 \S+ images=1 batch=(\d+)", running.log())
+        ]
+    finally:
+        stop(running)
+    for one, shared in zip(alone, together, strict=True):
+        # Each caller gets its own image's answer at its own top_k, whoever it shared the pass with.
+        assert [p["label"] for p in shared[0]] == [p["label"] for p in one[0]]
+        assert [p["probability"] for p in shared[0]] == pytest.approx(
+            [p["probability"] for p in one[0]], abs=1e-4
+        )
+    assert len(batches) == 2 * len(bodies)
+    assert max(batches) > 1, "concurrent requests never shared a forward pass"
+    assert max(batches) <= 8
 
 
 # --- refusals: each one a 4xx JSON error, and the server keeps serving ---------------------------------
@@ -431,6 +471,9 @@ def test_help_explains_flags_and_environment() -> None:
         "MLOPS_MAX_PAYLOAD_BYTES",
         "MLOPS_MAX_BATCH",
         "MLOPS_TORCH_THREADS",
+        "MLOPS_BATCH_MAX_SIZE",
+        "MLOPS_BATCH_MAX_WAIT_MS",
+        "MLOPS_LAYOUT",
         "/ping",
         "/invocations",
     ):
