@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 import tokenize
 import warnings
@@ -81,6 +82,11 @@ def decode_image(data: bytes) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
                 _check_size(*img.size)
+                if img.mode.startswith("I;16"):
+                    # 16-bit grayscale PNG: PIL's convert() clips every value above 255 to white instead
+                    # of scaling; keep the high byte, as PIL itself does for 16-bit RGB.
+                    gray = (np.asarray(img) >> 8).astype(np.uint8)
+                    return np.repeat(gray[..., None], 3, axis=-1)
                 rgb = img.convert("RGB")  # convert() forces the full decode, so truncation surfaces here
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise BadRequest(413, f"image refused as a decompression bomb: {exc}") from exc
@@ -115,7 +121,9 @@ def _single_image(body: bytes, max_images: int) -> _Decoded:
 def _json_instances(body: bytes, max_images: int) -> _Decoded:
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    # ValueError: besides JSONDecodeError and UnicodeDecodeError, an integer past Python's 4300-digit
+    # limit; RecursionError: arrays or objects nested a few thousand deep.
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if instances is None:
@@ -184,7 +192,11 @@ def _read_npy(body: bytes) -> np.ndarray:
         shape, _, dtype = reader(fp)
         if dtype.hasobject:
             raise BadRequest(400, "object arrays are refused: they need pickle; send a numeric array")
-        claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        # A real array has no dimension longer than its body unless another one is 0 (no image then);
+        # past 2**63 numpy's own int64 product wraps around and warns, so refuse those first.
+        if any(not 0 <= side <= len(body) for side in shape):
+            raise BadRequest(400, f"impossible .npy shape {shape} for a body of {len(body)} bytes")
+        claimed = math.prod(shape) * dtype.itemsize
         if claimed > len(body) - fp.tell():
             raise BadRequest(400, f"truncated .npy: shape {shape} needs {claimed} bytes of data")
         fp.seek(0)
