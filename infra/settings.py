@@ -194,6 +194,14 @@ class AwsConfig(BaseModel):
     volume_size_gb: int = Field(default=50, ge=1)
     endpoint_instance_type: str = "ml.m5.large"
     endpoint_instance_count: int = Field(default=1, ge=1)
+    # realtime | serverless | async (infra.aws.modes); `mlops deploy --mode` and its knobs override these.
+    endpoint_mode: str = "realtime"
+    serverless_memory_mb: int = 2048
+    serverless_max_concurrency: int = 10
+    async_output: str | None = None  # None: s3://<bucket>/<project>/async-output/
+    async_max_concurrent_invocations: int = 4
+    async_min_instances: int = Field(default=1, ge=0)  # 0: an empty queue scales the fleet to zero
+    async_backlog_per_instance: float = Field(default=5.0, gt=0)
     bake_seconds: int = Field(default=300, ge=0, le=3600)
     canary_percent: int = Field(default=10, ge=1, le=99)
     job_budget_hours: float = Field(default=4.0, gt=0)
@@ -213,6 +221,22 @@ class AwsConfig(BaseModel):
             )
         if self.autoscaling.max_instances < self.autoscaling.min_instances:
             raise ValueError("autoscaling.max_instances must be >= autoscaling.min_instances")
+        if self.autoscaling.max_instances < max(self.async_min_instances, 1):
+            raise ValueError("autoscaling.max_instances must be >= async_min_instances")
+        from infra.aws.modes import problems
+
+        # The deploy settings are checked when mlops.toml is read, not when a deploy reaches them after
+        # an hour of training; infra.aws.rollout checks them again with what only a deploy knows (the image).
+        found = problems(
+            self.endpoint_mode,
+            instance_type=self.endpoint_instance_type,
+            serverless_memory_mb=self.serverless_memory_mb,
+            serverless_max_concurrency=self.serverless_max_concurrency,
+            async_output=self.async_output,
+            async_max_concurrent_invocations=self.async_max_concurrent_invocations,
+        )
+        if found:
+            raise ValueError(f"{found[0].setting}: {found[0].message}")
         return self
 
 

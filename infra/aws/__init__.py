@@ -9,6 +9,7 @@ training   CreateTrainingJob (spot, checkpoints, metric definitions), describe, 
 watch      waiting on a job: status transitions, CloudWatch log streaming, stop on Ctrl-C
 tuning     Bayesian hyperparameter tuning
 registry   SageMaker Model Registry
+modes      endpoint modes (realtime, serverless, async) and their limits, checked before any call
 endpoints  endpoint requests: model, config, alarms, DeploymentConfig, autoscaling, invoke, delete
 rollout    one deploy: create or blue/green update, wait, silent-rollback detection, smoke test
 cleanup    what the project owns, what is idle or orphaned

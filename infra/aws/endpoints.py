@@ -1,19 +1,25 @@
-"""SageMaker real-time endpoints: the requests a deploy is made of, and the plain operations on one.
+"""SageMaker endpoints: the requests a deploy is made of, and the plain operations on one.
 
 What is here:
   1. names: `<project>-endpoint`, and `<project>-v<version>-<UTC stamp>` for models and endpoint configs
-  2. request builders: CreateModel (from a registry package), CreateEndpointConfig, PutMetricAlarm x2
-     (Invocation5XXErrors, ModelLatency), UpdateEndpoint's blue/green DeploymentConfig, CreateEndpoint /
-     UpdateEndpoint, and autoscaling (RegisterScalableTarget, PutScalingPolicy, DeregisterScalableTarget)
-  3. operations: `describe` (endpoint -> config -> model -> registry package), `invoke` (one
-     InvokeEndpoint), `delete` (the endpoint with its autoscaling target and rollback alarms)
+  2. request builders: CreateModel (from a registry package), CreateEndpointConfig per mode (real-time
+     instances, ServerlessConfig, AsyncInferenceConfig; see `infra.aws.modes`), PutMetricAlarm x3
+     (Invocation5XXErrors, ModelLatency, SmokeTestFailures), UpdateEndpoint's blue/green DeploymentConfig,
+     CreateEndpoint / UpdateEndpoint, and autoscaling (RegisterScalableTarget, PutScalingPolicy,
+     DeregisterScalableTarget): on invocations per instance for real-time, on the queue for async
+  3. operations: `describe` (endpoint -> config -> model -> registry package, and the mode), `invoke` (one
+     InvokeEndpoint), `invoke_async` (S3 in, InvokeEndpointAsync, S3 polled for the answer), `delete`
+     (the endpoint with its autoscaling target and alarms)
 The guarded rollout that puts these requests together (`deploy`) is in `infra.aws.rollout`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +27,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.aws.errors import NotFound, aws_errors, translate
+from infra.aws.modes import ASYNC, REALTIME, SERVERLESS, async_failure_path
 from infra.aws.plan import Call, Executor
 from infra.aws.session import Aws
 from infra.errors import MlopsError
@@ -66,7 +73,14 @@ SMOKE_NAMESPACE, SMOKE_METRIC = "MLOps", "SmokeTestFailures"
 
 
 def alarm_names(endpoint: str) -> list[str]:
+    """The alarms an update rolls back on."""
     return [f"{endpoint}-5xx", f"{endpoint}-latency", f"{endpoint}-smoke"]
+
+
+def wake_alarm_name(endpoint: str) -> str:
+    """The alarm that scales an async endpoint out of zero. Never a rollback alarm: a queue waiting for
+    an instance is what scale-to-zero looks like, not a bad model."""
+    return f"{endpoint}-backlog-without-capacity"
 
 
 def smoke_failure_call(endpoint: str, failures: int) -> Call:
@@ -112,6 +126,53 @@ def endpoint_config_call(
     }
     params = {"EndpointConfigName": name, "ProductionVariants": [variant], "Tags": tags}
     return Call("sagemaker", "CreateEndpointConfig", params, why=f"{instance_count} x {instance_type}")
+
+
+def serverless_config_call(
+    name: str, *, model_name: str, memory_mb: int, max_concurrency: int, tags: Tags
+) -> Call:
+    """A serverless variant: ServerlessConfig in place of InstanceType and InitialInstanceCount (the API
+    refuses a variant with both)."""
+    variant = {
+        "VariantName": VARIANT,
+        "ModelName": model_name,
+        "ServerlessConfig": {"MemorySizeInMB": memory_mb, "MaxConcurrency": max_concurrency},
+    }
+    params = {"EndpointConfigName": name, "ProductionVariants": [variant], "Tags": tags}
+    why = f"serverless, {memory_mb} MB, at most {max_concurrency} concurrent invocations"
+    return Call("sagemaker", "CreateEndpointConfig", params, why=why)
+
+
+def async_config_call(
+    name: str,
+    *,
+    model_name: str,
+    instance_type: str,
+    instance_count: int,
+    output_path: str,
+    max_concurrent_invocations: int,
+    tags: Tags,
+) -> Call:
+    """An instance variant that takes only InvokeEndpointAsync: answers to S3OutputPath, errors to
+    S3FailurePath, at most `max_concurrent_invocations` requests in each container at once."""
+    variant = {
+        "VariantName": VARIANT,
+        "ModelName": model_name,
+        "InstanceType": instance_type,
+        "InitialInstanceCount": instance_count,
+        "InitialVariantWeight": 1.0,
+    }
+    params = {
+        "EndpointConfigName": name,
+        "ProductionVariants": [variant],
+        "AsyncInferenceConfig": {
+            "OutputConfig": {"S3OutputPath": output_path, "S3FailurePath": async_failure_path(output_path)},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": max_concurrent_invocations},
+        },
+        "Tags": tags,
+    }
+    why = f"async, {instance_count} x {instance_type}, answers to {output_path}"
+    return Call("sagemaker", "CreateEndpointConfig", params, why=why)
 
 
 def alarm_calls(endpoint: str, alarms: AlarmConfig, *, tags: Tags | None = None) -> list[Call]:
@@ -261,6 +322,90 @@ def autoscaling_calls(
     ]
 
 
+def async_autoscaling_calls(
+    endpoint: str,
+    *,
+    min_instances: int,
+    max_instances: int,
+    backlog_per_instance: float,
+    tags: Tags | None = None,
+) -> list[Call]:
+    """Autoscaling of an async endpoint on its queue. An async endpoint publishes no Invocations metric
+    (async-inference-monitor.html), so it tracks ApproximateBacklogSizePerInstance instead. With
+    min_instances 0 the fleet scales in to zero on an empty queue; target tracking cannot scale out of
+    zero (no instance, no per-instance backlog), so a step policy adds one instance when
+    HasBacklogWithoutCapacity fires (its alarm: `wake_alarm_call`, made once the policy's ARN is known)."""
+    target, _ = autoscaling_calls(
+        endpoint,
+        min_instances=min_instances,
+        max_instances=max_instances,
+        invocations_per_instance=backlog_per_instance,
+        tags=tags,
+    )
+    tracking = {
+        "PolicyName": f"{endpoint}-backlog",
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource_id(endpoint),
+        "ScalableDimension": SCALABLE_DIMENSION,
+        "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": float(backlog_per_instance),
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance",
+                "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+                "Statistic": "Average",
+            },
+            "ScaleOutCooldown": 60,
+            "ScaleInCooldown": 300,
+        },
+    }
+    calls = [
+        Call("application-autoscaling", "RegisterScalableTarget", target.params, why=target.why),
+        Call("application-autoscaling", "PutScalingPolicy", tracking, why="track the queue per instance"),
+    ]
+    if min_instances == 0:
+        wake = {
+            "PolicyName": f"{endpoint}-wake",
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": resource_id(endpoint),
+            "ScalableDimension": SCALABLE_DIMENSION,
+            "PolicyType": "StepScaling",
+            "StepScalingPolicyConfiguration": {
+                "AdjustmentType": "ChangeInCapacity",
+                "MetricAggregationType": "Average",
+                "Cooldown": 300,
+                "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
+            },
+        }
+        calls.append(
+            Call("application-autoscaling", "PutScalingPolicy", wake, why="scale out of zero on a backlog")
+        )
+    return calls
+
+
+def wake_alarm_call(endpoint: str, policy_arn: str, tags: Tags | None = None) -> Call:
+    """HasBacklogWithoutCapacity (1 while requests wait and no instance runs) -> the step policy."""
+    params: dict[str, Any] = {
+        "AlarmName": wake_alarm_name(endpoint),
+        "AlarmDescription": f"{endpoint}: requests are queued and no instance runs; adds one instance",
+        "Namespace": "AWS/SageMaker",
+        "MetricName": "HasBacklogWithoutCapacity",
+        "Dimensions": [{"Name": "EndpointName", "Value": endpoint}],
+        "Statistic": "Average",
+        "Period": 60,
+        "EvaluationPeriods": 2,
+        "DatapointsToAlarm": 2,
+        "Threshold": 1.0,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "TreatMissingData": "missing",
+        "AlarmActions": [policy_arn],
+    }
+    if tags:
+        params["Tags"] = tags
+    return Call("cloudwatch", "PutMetricAlarm", params, why="wake the async fleet from zero")
+
+
 def deregister_call(endpoint: str) -> Call:
     params = {
         "ServiceNamespace": "sagemaker",
@@ -281,6 +426,16 @@ class EndpointState:
     failure_reason: str | None
     instance_type: str | None
     instance_count: int | None
+    # realtime, serverless or async (infra.aws.modes); "" when the endpoint's config cannot be read
+    mode: str = REALTIME
+
+
+def config_mode(config: dict[str, Any]) -> str:
+    """The mode of a DescribeEndpointConfig answer."""
+    if config.get("AsyncInferenceConfig"):
+        return ASYNC
+    variant = (config.get("ProductionVariants") or [{}])[0]
+    return SERVERLESS if variant.get("ServerlessConfig") else REALTIME
 
 
 def describe(aws: Aws, endpoint: str) -> EndpointState | None:
@@ -294,11 +449,13 @@ def describe(aws: Aws, endpoint: str) -> EndpointState | None:
     config_name = answer.get("EndpointConfigName", "")
     count = (answer.get("ProductionVariants") or [{}])[0].get("CurrentInstanceCount")
     model_name = instance_type = package_arn = None
+    mode = ""
     try:
         with aws_errors(f"reading endpoint config {config_name}"):
             config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         variant = (config.get("ProductionVariants") or [{}])[0]
         model_name, instance_type = variant.get("ModelName"), variant.get("InstanceType")
+        mode = config_mode(config)
         count = variant.get("InitialInstanceCount") if count is None else count
         if model_name:
             with aws_errors(f"reading model {model_name}"):
@@ -315,6 +472,7 @@ def describe(aws: Aws, endpoint: str) -> EndpointState | None:
         failure_reason=answer.get("FailureReason"),
         instance_type=instance_type,
         instance_count=count,
+        mode=mode,
     )
 
 
@@ -348,17 +506,121 @@ def invoke(aws: Aws, endpoint: str, body: bytes, content_type: str) -> tuple[int
     return 200, payload
 
 
+# How often, and for how long, an asynchronous answer is looked for in S3.
+ASYNC_POLL_SECONDS = 1.0
+ASYNC_RESULT_SECONDS = 180.0
+
+
+def invoke_async(
+    aws: Aws,
+    endpoint: str,
+    body: bytes,
+    content_type: str,
+    *,
+    input_prefix: str,
+    poll_seconds: float = ASYNC_POLL_SECONDS,
+    timeout_seconds: float = ASYNC_RESULT_SECONDS,
+) -> tuple[int, dict[str, Any]]:
+    """One asynchronous invocation, awaited: the body is put under `input_prefix` (s3://...), sent with
+    InvokeEndpointAsync, and its OutputLocation / FailureLocation are polled (aws.sleep between reads)
+    until one exists. (200, answer), or (status, {"error": ...}) as `invoke` answers, so the smoke test
+    and the verification judge both modes alike. The request and answer objects are removed afterwards."""
+    s3 = aws.client("s3")
+    inference_id = f"mlops-{uuid.uuid4().hex}"
+    bucket, prefix = _split_s3(input_prefix)
+    key = f"{prefix.rstrip('/')}/{inference_id}" if prefix.strip("/") else inference_id
+    with aws_errors(f"uploading an async request to s3://{bucket}/{key}"):
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    try:
+        answer = aws.client("sagemaker-runtime").invoke_endpoint_async(
+            EndpointName=endpoint,
+            InputLocation=f"s3://{bucket}/{key}",
+            ContentType=content_type,
+            Accept="application/json",
+            InferenceId=inference_id,
+        )
+    except ClientError as exc:
+        _remove(s3, f"s3://{bucket}/{key}")
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code not in RUNTIME_ERRORS:
+            raise translate(exc, f"invoking endpoint {endpoint} asynchronously") from exc
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
+        return status, {"error": f"{code}: {error.get('Message', '')}"}
+    except BotoCoreError as exc:
+        raise translate(exc, f"invoking endpoint {endpoint} asynchronously") from exc
+    output, failure = answer.get("OutputLocation", ""), answer.get("FailureLocation", "")
+    waited = 0.0
+    try:
+        while True:
+            text = _read_s3(s3, output)
+            if text is not None:
+                return _answer(text)
+            failed = _read_s3(s3, failure) if failure else None
+            if failed is not None:
+                # The failure object holds SageMaker's message, e.g. "Received server error (500) from
+                # model ..."; the container's own status is the one in it.
+                message = failed.decode("utf-8", errors="replace")
+                found = re.search(r"\((\d{3})\)", message)
+                return (int(found.group(1)) if found else 500), {"error": _error_text(message)}
+            if waited >= timeout_seconds:
+                return 504, {"error": f"no answer at {output} after {timeout_seconds:g} s"}
+            aws.sleep(poll_seconds)
+            waited += poll_seconds
+    finally:
+        for uri in (f"s3://{bucket}/{key}", output, failure):
+            if uri:
+                _remove(s3, uri)
+
+
+def _answer(text: bytes) -> tuple[int, dict[str, Any]]:
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return 200, {"error": f"answer is not JSON: {text[:200]!r}"}
+    if not isinstance(payload, dict):
+        return 200, {"error": f"unexpected answer: {str(payload)[:200]}"}
+    return 200, payload
+
+
+def _read_s3(s3: Any, uri: str) -> bytes | None:
+    """The object's bytes; None while it does not exist yet."""
+    bucket, key = _split_s3(uri)
+    try:
+        data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise translate(exc, f"reading the async answer {uri}") from exc
+    except BotoCoreError as exc:
+        raise translate(exc, f"reading the async answer {uri}") from exc
+    return data
+
+
+def _remove(s3: Any, uri: str) -> None:
+    bucket, key = _split_s3(uri)
+    # A leftover object costs cents and lies under the project's prefix; the answer matters more.
+    with contextlib.suppress(ClientError, BotoCoreError):
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def delete(aws: Aws, endpoint: str, executor: Executor) -> None:
-    """DeleteEndpoint, with its autoscaling target and its rollback alarms. Models and configs stay for
-    cleanup (they are tagged), so a deleted endpoint can be recreated from its last config."""
+    """DeleteEndpoint, with its autoscaling target and its alarms (rollback, and the async wake alarm).
+    Models and configs stay for cleanup (they are tagged), so a deleted endpoint can be recreated from
+    its last config."""
     registered, _ = _look(executor, lambda: _scaling_registered(aws, endpoint), assume=True)
     if registered:
         executor(deregister_call(endpoint))
     current, known = _look(executor, lambda: describe(aws, endpoint), assume=None)
     if current is not None or not known:
         executor(Call("sagemaker", "DeleteEndpoint", {"EndpointName": endpoint}, why=f"delete {endpoint}"))
-    names = alarm_names(endpoint)
-    existing, _ = _look(executor, lambda: _existing_alarms(aws, names), assume=names)
+    names = [*alarm_names(endpoint), wake_alarm_name(endpoint)]
+    existing, _ = _look(executor, lambda: _existing_alarms(aws, names), assume=alarm_names(endpoint))
     if existing:
         # DeleteAlarms fails as a whole when one name does not exist: only delete what is there.
         executor(Call("cloudwatch", "DeleteAlarms", {"AlarmNames": existing}, why="the rollback alarms"))

@@ -288,6 +288,7 @@ class AwsPlatform:
             classes=classes,
             on_event=self.on_event,
             poll_seconds=self.poll_seconds,
+            image_uri=package.image_uri,
         )
         now = self.production() if not self.executor.dry_run else None
         message = outcome.message
@@ -356,9 +357,18 @@ class AwsPlatform:
             state.status == "InService",
             production.version if production else None,
             f"sagemaker://{self.endpoint}",
-            detail=f"{state.status} on {state.config_name} ({state.instance_count} x {state.instance_type})"
+            detail=f"{state.status} on {state.config_name} ({_capacity(state)})"
             + (f": {state.failure_reason}" if state.failure_reason else ""),
         )
 
     def invoke(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
-        return endpoints.invoke(self.aws, self.endpoint, body, content_type)
+        # In the configured endpoint mode: an async endpoint takes only InvokeEndpointAsync (through S3).
+        return rollout.platform_sender(self.aws, self.project, self.config.aws)(body, content_type)
+
+
+def _capacity(state: endpoints.EndpointState) -> str:
+    """What the endpoint runs on: `2 x ml.m5.large`, or `serverless` (it has no instances)."""
+    if state.instance_type is None:
+        return state.mode or "no instances"
+    fleet = f"{state.instance_count} x {state.instance_type}"
+    return f"{fleet}, async" if state.mode == "async" else fleet

@@ -23,6 +23,28 @@ Nothing here rolls back after a smoke test that failed once the new config serve
 the alarm acted, or a first deployment): the outcome says the candidate serves, and `infra.guard` rolls
 back or takes the endpoint down.
 The requests themselves, and `describe` / `invoke`, are built in `infra.aws.endpoints`.
+
+Endpoint modes (`[aws] endpoint_mode`, `mlops deploy --mode`; limits in `infra.aws.modes`). Before any
+call the mode's limits are checked (a refusal is a UsageError: nothing changed, nothing is Rejected), and
+an endpoint that serves in another mode is refused as well: SageMaker cannot UpdateEndpoint a real-time
+endpoint to serverless, and a switch to or from async changes the API every client calls, so a mode
+change is `mlops endpoint delete` and a first deployment, on purpose. CreateModel sets the container's
+MLOPS_MAX_PAYLOAD_BYTES to the mode's cap (6 MB, 4 MB, 1 GB), so the server's 413 matches SageMaker's.
+  realtime    as above.
+  serverless  ServerlessConfig, no instances. Updates are blue/green ALL_AT_ONCE with the bake and the
+              same three rollback alarms (serverless variants publish Invocation5XXErrors and
+              ModelLatency): CANARY and LINEAR shift a share of instances, and a serverless variant has
+              none. No autoscaling target: SageMaker scales it up to MaxConcurrency by itself. The smoke
+              test runs through InvokeEndpoint, during the bake or after a first deployment.
+  async       an instance variant with AsyncInferenceConfig. Blue/green as real-time (ALL_AT_ONCE on one
+              instance, CANARY on more), the same alarms (async endpoints publish both metrics too). The
+              smoke test puts each image under `<output>requests/`, calls InvokeEndpointAsync and polls S3
+              for its OutputLocation or FailureLocation (`endpoints.invoke_async`), during the bake or
+              after a first deployment. Autoscaling tracks ApproximateBacklogSizePerInstance between
+              async_min_instances and autoscaling.max_instances; at 0 a step policy on
+              HasBacklogWithoutCapacity brings the first instance back.
+In every mode a candidate that fails its smoke test is rolled back by SageMaker during the bake or,
+once it serves, reported serving for `infra.guard` to replace: it never keeps serving.
 """
 
 from __future__ import annotations
@@ -39,6 +61,8 @@ from infra.aws.endpoints import (
     _scaling_registered,
     alarm_calls,
     alarm_names,
+    async_autoscaling_calls,
+    async_config_call,
     autoscaling_calls,
     create_endpoint_call,
     deployment_config,
@@ -47,17 +71,28 @@ from infra.aws.endpoints import (
     endpoint_config_call,
     endpoint_name,
     invoke,
+    invoke_async,
     model_call,
     resource_name,
+    serverless_config_call,
     smoke_failure_call,
     update_endpoint_call,
+    wake_alarm_call,
 )
 from infra.aws.errors import aws_errors
+from infra.aws.modes import (
+    ASYNC,
+    PAYLOAD_CAP,
+    SERVERLESS,
+    async_input_path,
+    async_output_path,
+    problems,
+)
 from infra.aws.plan import Call, Executor
 from infra.aws.session import Aws
-from infra.errors import MlopsError
+from infra.errors import MlopsError, UsageError
 from infra.settings import AwsConfig
-from infra.smoke import Sample, smoke_test
+from infra.smoke import Sample, Send, smoke_test
 
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 # SageMaker sets Updating when UpdateEndpoint returns. Should a read still show the old config InService
@@ -96,7 +131,11 @@ def deploy(
     poll_seconds: float = 30,
     timeout_seconds: float = 3600,
     now: float | None = None,
+    image_uri: str | None = None,
 ) -> DeployOutcome:
+    mode = config.endpoint_mode
+    check(config, image_uri)  # before any call, reads included
+    output = _async_output(aws, project, config)
     endpoint = endpoint_name(project)
     name = resource_name(project, version, now)
     current, known = _look(executor, lambda: describe(aws, endpoint), assume=None)
@@ -115,32 +154,28 @@ def deploy(
     # A Failed endpoint serves nothing and cannot be updated: it is deleted and created again.
     replacing = current is not None and current.status == "Failed"
     previous = None if replacing else current
-    rollout = _Rollout(aws, executor, on_event, endpoint, name, version, previous, replacing)
+    _same_mode(previous, mode)
+    send = sender(aws, endpoint, mode, output)
+    rollout = _Rollout(aws, executor, on_event, endpoint, name, version, previous, replacing, send)
     count = _instance_count(config, previous)
+    environment = {"MLOPS_MAX_PAYLOAD_BYTES": str(PAYLOAD_CAP[mode])}
     plan = [
-        model_call(name, package_arn=package_arn, role_arn=role_arn, tags=tags),
-        endpoint_config_call(
-            name,
-            model_name=name,
-            instance_type=config.endpoint_instance_type,
-            instance_count=count,
-            tags=tags,
-        ),
+        model_call(name, package_arn=package_arn, role_arn=role_arn, tags=tags, environment=environment),
+        _config_call(config, name, count, output, tags),
         *alarm_calls(endpoint, config.alarms, tags=tags),
     ]
     deadline = timeout_seconds
     if previous is not None or not known:
-        deployment = deployment_config(
-            alarm_names(endpoint),
-            instance_count=count,
-            bake_seconds=config.bake_seconds,
-            canary_percent=config.canary_percent,
-        )
+        deployment = update_deployment(config, endpoint, count)
         # SageMaker bounds the update by MaximumExecutionTimeoutInSeconds, then rolls back: stop watching
         # only after that, or an update SageMaker is still finishing would be reported as failed.
         limit = deployment["BlueGreenUpdatePolicy"]["MaximumExecutionTimeoutInSeconds"]
         deadline = max(timeout_seconds, limit + PROVISION_SECONDS)
-        if previous is not None and previous.instance_type != config.endpoint_instance_type:
+        if (
+            mode != SERVERLESS
+            and previous is not None
+            and previous.instance_type != config.endpoint_instance_type
+        ):
             # UpdateEndpoint refuses to change the instance type of a variant that is an autoscaling target.
             registered, _ = _look(executor, lambda: _scaling_registered(aws, endpoint), assume=False)
             if registered:
@@ -148,18 +183,11 @@ def deploy(
         plan.append(update_endpoint_call(endpoint, name, deployment))
     else:
         plan.append(create_endpoint_call(endpoint, name, tags))
-    # Registered on every deploy, not only when max_instances > 1: RegisterScalableTarget is idempotent,
-    # and lowering max_instances to 1 then takes effect instead of a stale target still scaling out.
-    scale = autoscaling_calls(
-        endpoint,
-        min_instances=config.autoscaling.min_instances,
-        max_instances=config.autoscaling.max_instances,
-        invocations_per_instance=config.autoscaling.invocations_per_instance,
-        tags=tags,
-    )
+    scale = _scaling_calls(config, endpoint, tags)
     if executor.dry_run:
-        for call in rollout.removal() + plan + scale:
+        for call in rollout.removal() + plan:
             executor(call)
+        run_scaling(executor, scale, endpoint, tags)
         return rollout.outcome(True, "dry run")
     if replacing and current is not None:
         on_event(f"endpoint {endpoint} is Failed ({current.failure_reason}); deleting it to create it again")
@@ -187,7 +215,151 @@ def deploy(
             f"gave up waiting after {deadline:g} s: endpoint {endpoint} is still {answer['EndpointStatus']}; "
             "SageMaker carries on without us, so check it again before deploying anything else",
         )
-    return rollout.judge(answer, scale, samples=samples, classes=classes, bake=bake)
+    return rollout.judge(answer, scale, samples=samples, classes=classes, bake=bake, tags=tags)
+
+
+def mode_line(config: AwsConfig) -> str:
+    """How a deploy in the configured mode goes, in a few words (the CLI's first line)."""
+    if config.endpoint_mode == SERVERLESS:
+        return (
+            f"serverless endpoint ({config.serverless_memory_mb} MB, at most "
+            f"{config.serverless_max_concurrency} at once): blue/green all at once, smoke-tested during "
+            "the bake, auto-rollback alarms"
+        )
+    if config.endpoint_mode == ASYNC:
+        return (
+            "async endpoint (InvokeEndpointAsync through S3): blue/green update, smoke-tested through S3 "
+            "during the bake, auto-rollback alarms, autoscaling on the queue"
+        )
+    return "blue/green update, smoke-tested during the bake, auto-rollback alarms"
+
+
+def _same_mode(previous: EndpointState | None, mode: str) -> None:
+    # An unknown mode (the config was deleted under the endpoint) is left to SageMaker to judge.
+    if previous is None or not previous.mode or previous.mode == mode:
+        return
+    raise UsageError(
+        f"endpoint {previous.name} serves in {previous.mode} mode ({previous.config_name}), and this "
+        f"deploy is {mode}: SageMaker cannot update an endpoint from one mode to another in place (and "
+        "clients call each mode differently). Nothing was changed. Deploy in "
+        f'{previous.mode} mode ([aws] endpoint_mode = "{previous.mode}" or --mode {previous.mode}), or '
+        f"take the endpoint down (`mlops endpoint delete`) and deploy again to create it as {mode}"
+    )
+
+
+def check(config: AwsConfig, image_uri: str | None = None) -> None:
+    """Refuse, before any call, a mode SageMaker would refuse or that could not serve this image."""
+    found = problems(
+        config.endpoint_mode,
+        instance_type=config.endpoint_instance_type,
+        serverless_memory_mb=config.serverless_memory_mb,
+        serverless_max_concurrency=config.serverless_max_concurrency,
+        async_output=config.async_output,
+        async_max_concurrent_invocations=config.async_max_concurrent_invocations,
+        image_uri=image_uri,
+    )
+    if found:
+        raise UsageError(f"cannot deploy a {config.endpoint_mode} endpoint: " + "; ".join(map(str, found)))
+
+
+def _async_output(aws: Aws, project: str, config: AwsConfig) -> str | None:
+    if config.endpoint_mode != ASYNC:
+        return None
+    output = async_output_path(config.async_output, bucket=aws.settings.bucket, project=project)
+    if output is None:
+        raise UsageError(
+            "an async endpoint writes its answers to S3: set MLOPS_BUCKET (the answers then go to "
+            f"s3://<bucket>/{project}/async-output/), or [aws] async_output / --async-output s3://..."
+        )
+    return output
+
+
+def sender(aws: Aws, endpoint: str, mode: str, output: str | None) -> Send:
+    """How one request reaches the endpoint in `mode`: InvokeEndpoint, or for async S3 and
+    InvokeEndpointAsync (`output` is its S3OutputPath). The smoke test and the verification use it."""
+    if mode == ASYNC:
+        if output is None:
+            raise UsageError("an async endpoint needs its S3 output path to be invoked")
+        prefix = async_input_path(output)
+        return lambda body, kind: invoke_async(aws, endpoint, body, kind, input_prefix=prefix)
+    return lambda body, kind: invoke(aws, endpoint, body, kind)
+
+
+def platform_sender(aws: Aws, project: str, config: AwsConfig) -> Send:
+    """`sender` for the project's endpoint in the configured mode (`mlops endpoint invoke`, verify)."""
+    return sender(aws, endpoint_name(project), config.endpoint_mode, _async_output(aws, project, config))
+
+
+def update_deployment(config: AwsConfig, endpoint: str, instance_count: int) -> dict[str, Any]:
+    """UpdateEndpoint's DeploymentConfig in the configured mode: a serverless variant has no instances
+    to shift a canary share of, so it is always ALL_AT_ONCE (still baked, still rolled back on alarms)."""
+    return deployment_config(
+        alarm_names(endpoint),
+        instance_count=1 if config.endpoint_mode == SERVERLESS else instance_count,
+        bake_seconds=config.bake_seconds,
+        canary_percent=config.canary_percent,
+    )
+
+
+def _config_call(config: AwsConfig, name: str, count: int, output: str | None, tags: Tags) -> Call:
+    if config.endpoint_mode == SERVERLESS:
+        return serverless_config_call(
+            name,
+            model_name=name,
+            memory_mb=config.serverless_memory_mb,
+            max_concurrency=config.serverless_max_concurrency,
+            tags=tags,
+        )
+    if config.endpoint_mode == ASYNC:
+        assert output is not None  # _async_output refused an async deploy without one
+        return async_config_call(
+            name,
+            model_name=name,
+            instance_type=config.endpoint_instance_type,
+            instance_count=count,
+            output_path=output,
+            max_concurrent_invocations=config.async_max_concurrent_invocations,
+            tags=tags,
+        )
+    return endpoint_config_call(
+        name,
+        model_name=name,
+        instance_type=config.endpoint_instance_type,
+        instance_count=count,
+        tags=tags,
+    )
+
+
+def _scaling_calls(config: AwsConfig, endpoint: str, tags: Tags) -> list[Call]:
+    """Registered on every deploy, not only when max_instances > 1: RegisterScalableTarget is idempotent,
+    and lowering max_instances to 1 then takes effect instead of a stale target still scaling out.
+    Serverless has no instance count to scale (SageMaker scales it within MaxConcurrency)."""
+    if config.endpoint_mode == SERVERLESS:
+        return []
+    if config.endpoint_mode == ASYNC:
+        return async_autoscaling_calls(
+            endpoint,
+            min_instances=config.async_min_instances,
+            max_instances=config.autoscaling.max_instances,
+            backlog_per_instance=config.async_backlog_per_instance,
+            tags=tags,
+        )
+    return autoscaling_calls(
+        endpoint,
+        min_instances=config.autoscaling.min_instances,
+        max_instances=config.autoscaling.max_instances,
+        invocations_per_instance=config.autoscaling.invocations_per_instance,
+        tags=tags,
+    )
+
+
+def run_scaling(executor: Executor, calls: list[Call], endpoint: str, tags: Tags) -> None:
+    """Execute the scaling calls; a step policy's alarm is made from the ARN PutScalingPolicy returns."""
+    for call in calls:
+        answer = executor(call)
+        if call.params.get("PolicyType") == "StepScaling":
+            arn = str(answer.get("PolicyARN") or "<the PolicyARN PutScalingPolicy returns>")
+            executor(wake_alarm_call(endpoint, arn, tags))
 
 
 class _BakeSmoke:
@@ -245,6 +417,7 @@ class _Rollout:
     version: int
     current: EndpointState | None  # what served before, when anything did
     replacing: bool  # a Failed endpoint is deleted first
+    send: Send  # one request to the endpoint in its mode (`sender`)
 
     @property
     def previous(self) -> str | None:
@@ -271,9 +444,7 @@ class _Rollout:
 
     def run_smoke(self, samples: list[Sample], classes: list[str]) -> dict[str, Any]:
         # An empty class list means the classes are unknown, not that no label is valid.
-        return smoke_test(
-            lambda body, kind: invoke(self.aws, self.endpoint, body, kind), samples, classes or None
-        )
+        return smoke_test(self.send, samples, classes or None)
 
     def judge(
         self,
@@ -283,12 +454,13 @@ class _Rollout:
         samples: list[Sample],
         classes: list[str],
         bake: _BakeSmoke | None = None,
+        tags: Tags | None = None,
     ) -> DeployOutcome:
         status, serving = answer["EndpointStatus"], answer.get("EndpointConfigName")
         if status != "InService":
             reason = answer.get("FailureReason") or "no reason given"
             return self.outcome(False, f"endpoint {self.endpoint} ended {status}: {reason}")
-        scaled = self.autoscale(scale)
+        scaled = self.autoscale(scale, tags or [])
         failed_bake = bake.failed if bake else None
         if serving != self.name:
             message = self.rolled_back(serving, answer.get("FailureReason"))
@@ -313,12 +485,11 @@ class _Rollout:
             )
         return self.smoke(samples, classes, scaled)
 
-    def autoscale(self, calls: list[Call]) -> str:
+    def autoscale(self, calls: list[Call], tags: Tags) -> str:
         """Whichever fleet ended up serving gets the configured autoscaling. A failure here is reported,
         not a reason to call a good model bad."""
         try:
-            for call in calls:
-                self.executor(call)
+            run_scaling(self.executor, calls, self.endpoint, tags)
         except MlopsError as exc:
             self.on_event(f"autoscaling not applied: {exc}")
             return f" (autoscaling NOT applied: {exc})"

@@ -84,9 +84,10 @@ def plan_pipeline(
 
     planned = TrainingResult(spec.job_name, "Planned", None, {}, 0.0)
     platform.register(planned, {"passed": True, "summary": "decided by the gate"})
-    console.print(
-        "\n[bold]6. deploy (blue/green, smoke-tested during the bake, auto-rollback on the alarms)[/]"
-    )
+    from infra.aws.costs import deploy_cost_line
+
+    console.print(f"\n[bold]6. deploy ({rollout.mode_line(cfg)})[/]")
+    console.print(f"  {deploy_cost_line(cfg)}", highlight=False, markup=False)
     before = endpoints.describe(platform.aws, platform.endpoint) if _can_read(platform) else None
     rollout.deploy(
         platform.aws,
@@ -104,17 +105,13 @@ def plan_pipeline(
     if before is None:
         # The first deploy creates the endpoint; show what every later deploy sends as well.
         console.print("later deploys update the endpoint blue/green, rolled back by the alarms above:")
-        update = endpoints.deployment_config(
-            endpoints.alarm_names(platform.endpoint),
-            instance_count=cfg.endpoint_instance_count,
-            bake_seconds=cfg.bake_seconds,
-            canary_percent=cfg.canary_percent,
-        )
+        update = rollout.update_deployment(cfg, platform.endpoint, cfg.endpoint_instance_count)
         platform.executor(
             endpoints.update_endpoint_call(platform.endpoint, "<the new endpoint config>", update)
         )
     console.print(
-        "\n[bold]7. verify[/]\n  held-out test images through sagemaker-runtime InvokeEndpoint. If the "
+        "\n[bold]7. verify[/]\n  held-out test images through sagemaker-runtime "
+        f"{'InvokeEndpointAsync (via S3)' if cfg.endpoint_mode == 'async' else 'InvokeEndpoint'}. If the "
         "deploy or the verification fails: the version is marked Rejected (UpdateModelPackage), and "
         "the version that served before is deployed again the same way (or, after a failed first deployment, "
         "the endpoint is deleted); each change of what serves is recorded under "
@@ -350,6 +347,90 @@ def _aws(ctx: Context) -> AwsPlatform:
 
 
 TUNING_FLAGS = ("ranges_json", "max_jobs", "max_parallel_jobs", "objective")
+
+# `mlops deploy` flag -> [aws] setting it overrides
+MODE_FLAGS = {
+    "mode": "endpoint_mode",
+    "serverless_memory": "serverless_memory_mb",
+    "serverless_max_concurrency": "serverless_max_concurrency",
+    "async_output": "async_output",
+    "async_max_concurrency": "async_max_concurrent_invocations",
+    "async_min_instances": "async_min_instances",
+}
+
+
+def add_mode_flags(p: argparse.ArgumentParser) -> None:
+    """The endpoint mode and its knobs on `mlops deploy` (AWS), over [aws] of mlops.toml."""
+    from infra.aws.modes import MODES
+
+    group = p.add_argument_group(
+        "endpoint mode (AWS; default: [aws] endpoint_mode and its settings in mlops.toml)"
+    )
+    group.add_argument(
+        "--mode",
+        choices=MODES,
+        help="realtime: instances behind InvokeEndpoint (6 MB requests); serverless: no instances, CPU "
+        "only, 4 MB requests, billed per second of processing; async: InvokeEndpointAsync through S3, "
+        "1 GB requests, can scale to zero. A change of mode needs `mlops endpoint delete` first",
+    )
+    group.add_argument(
+        "--serverless-memory", type=int, metavar="MB", help="serverless memory: 1024-6144 in 1024 MB steps"
+    )
+    group.add_argument(
+        "--serverless-max-concurrency",
+        type=int,
+        metavar="N",
+        help="serverless concurrent invocations at most: 1-200",
+    )
+    group.add_argument(
+        "--async-output",
+        metavar="S3_URI",
+        help="async answers go here (default: s3://$MLOPS_BUCKET/<project>/async-output/); errors under "
+        "its failures/, the deploy's own test requests under its requests/",
+    )
+    group.add_argument(
+        "--async-max-concurrency",
+        type=int,
+        metavar="N",
+        help="async requests in each instance at once: 1-1000 (MaxConcurrentInvocationsPerInstance)",
+    )
+    group.add_argument(
+        "--async-min-instances",
+        type=int,
+        metavar="N",
+        help="async fleet's autoscaling minimum; 0 scales it to zero when the queue is empty",
+    )
+
+
+def deploy_aws_config(ctx: Context) -> Any:
+    """[aws] of mlops.toml with `mlops deploy`'s mode flags applied, checked as mlops.toml is (before any
+    AWS call); a bad value is reported under the flag's own name."""
+    from pydantic import ValidationError
+
+    from infra.cli.inputs import InputError
+    from infra.settings import AwsConfig
+
+    given = {
+        setting: getattr(ctx.args, flag)
+        for flag, setting in MODE_FLAGS.items()
+        if getattr(ctx.args, flag, None) is not None
+    }
+    if not given:
+        return ctx.config.aws
+    try:
+        return AwsConfig.model_validate({**ctx.config.aws.model_dump(), **given})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["loc"]:  # a field's own constraint
+            setting = str(first["loc"][0])
+        else:  # AwsConfig's check of the modes: "<setting>: <why>"
+            setting, _, message = message.partition(": ")
+        flags = {s: "--" + f.replace("_", "-") for f, s in MODE_FLAGS.items()}
+        if setting in flags:
+            raise InputError(flags[setting], message) from None
+        # A setting no flag sets, made wrong by one that does (a GPU endpoint_instance_type and --mode).
+        raise InputError("--mode", f"[aws] {setting}: {message}") from None
 
 
 def add_tuning_flags(p: argparse.ArgumentParser) -> None:

@@ -336,6 +336,10 @@ def _finish_deploy(ctx: Context, what: str, guarded: Any, verified: Any = None) 
         serving = {v.version: v for v in ctx.platform_cached().versions()}.get(now)
         lines.append(move_production(serving.wandb if serving else None))
         console.print(lines[-1], highlight=False, markup=False)
+    if not ctx.local:  # what the endpoint costs, by its mode's model (printed when the deploy began)
+        from infra.aws.costs import deploy_cost_line
+
+        lines.append(deploy_cost_line(ctx.config.aws))
     code = int(recovery.exit_code if recovery is not None else guarded.exit_code)
     status = "ok" if ok else f"FAILED (exit {code})"
     write_markdown(
@@ -393,8 +397,16 @@ def _no_untested_in_workflows(ctx: Context) -> None:
 
 def cmd_deploy(ctx: Context) -> int:
     from infra import guard
+    from infra.cli.aws import MODE_FLAGS, deploy_aws_config
 
     _no_untested_in_workflows(ctx)
+    if ctx.local:
+        given = [f for f in MODE_FLAGS if getattr(ctx.args, f, None) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{flag} chooses a SageMaker endpoint mode (AWS); drop it or --local")
+    else:  # before the platform exists: it deploys with ctx.config.aws
+        ctx.config.aws = deploy_aws_config(ctx)
     platform = ctx.platform_cached()
     version = ctx.args.version
     if version is None:
@@ -405,13 +417,18 @@ def cmd_deploy(ctx: Context) -> int:
                 "Rejected); run the pipeline, or name one with --version"
             )
         version = approved[-1].version
-    how = (
-        "start on a scratch port, smoke-test, then switch"
-        if ctx.local
-        else "blue/green update, smoke-tested during the bake, auto-rollback alarms"
-    )
+    if ctx.local:
+        how = "start on a scratch port, smoke-test, then switch"
+    else:
+        from infra.aws.rollout import mode_line
+
+        how = mode_line(ctx.config.aws)
     untested = " (NO smoke test: --allow-untested)" if ctx.args.allow_untested else ""
     console.print(f"deploying v{version}: {how}{untested}")
+    if not ctx.local:
+        from infra.aws.costs import deploy_cost_line
+
+        console.print(deploy_cost_line(ctx.config.aws), highlight=False, markup=False)
     if ctx.dry_run:
         platform.deploy(version, allow_untested=ctx.args.allow_untested)
         return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from infra.cli import inputs
-from infra.cli.aws import add_aws_commands, add_data_upload, add_tuning_flags
+from infra.cli.aws import add_aws_commands, add_data_upload, add_mode_flags, add_tuning_flags
+from infra.cli.batch import add_batch_command
 from infra.cli.bootstrap import add_bootstrap_command
 from infra.cli.commands import (
     cmd_data,
@@ -58,6 +59,10 @@ images; only then does it replace the serving process.
 On AWS: the first deploy creates the endpoint; later ones are a blue/green UpdateEndpoint. While the new
 fleet bakes (the old one still kept) the smoke test runs through InvokeEndpoint; a failure raises the
 smoke alarm, and SageMaker rolls the update back, as it does on the 5xx and latency alarms.
+The endpoint mode ([aws] endpoint_mode, or --mode): realtime; serverless (no instances, always
+all-at-once blue/green, no autoscaling); async (smoke test through S3 and InvokeEndpointAsync, autoscaling
+on the queue, optionally to zero). Its limits are checked before any AWS call, and the first lines say
+what the endpoint will cost by the mode's own model.
 
 Whatever fails (the smoke test, the endpoint, an AWS error), the version is marked Rejected in the
 registry with the reason (so it is never picked by default again), and production goes back to the
@@ -65,9 +70,10 @@ version that served before; when nothing served before, the failed version is ta
 Each line printed says what happened. Without held-out test images (--data) a deploy is refused unless
 --allow-untested is given.
 
-Exit codes: 0 deployed; 2 refused (not Approved, no test images, bad settings), nothing changed;
-5 failed, and production is safe (the previous version serves again, or nothing serves because nothing
-did before); 7 failed, and production is NOT safe (the rollback failed: read the message)."""
+Exit codes: 0 deployed; 2 refused (not Approved, no test images, bad settings, a mode the endpoint does
+not serve in), nothing changed; 5 failed, and production is safe (the previous version serves again, or
+nothing serves because nothing did before); 7 failed, and production is NOT safe (the rollback failed:
+read the message)."""
 
 ROLLBACK_HELP = """Return the endpoint to the version that served before the current one, from the
 production history (`mlops history`): repeated rollbacks walk further back, never forth, and skip
@@ -234,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
     )
     _untested_flag(dep)
     _dry_run_flag(dep)
+    add_mode_flags(dep)
     dep.set_defaults(handler=cmd_deploy)
 
     rb = sub.add_parser(
@@ -289,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 -- one flat decl
 
     add_aws_commands(sub, _dry_run_flag)
     add_runs_command(sub, _local_flag)
+    add_batch_command(sub, _local_flag, _dry_run_flag)
     add_bootstrap_command(sub, _dry_run_flag)
 
     val = sub.add_parser(

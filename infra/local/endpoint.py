@@ -109,7 +109,8 @@ class LocalEndpoint:
             running, healthy, state["version"], state["url"], state["pid"], Path(state["log"]), detail
         )
 
-    def _start(self, model_dir: Path, port: int, log: Path) -> int:
+    def start_server(self, model_dir: Path, port: int, log: Path) -> int:
+        """Start the serve program on `model_dir`, detached; its pid (then `wait_ready`)."""
         argv = serve_command(model_dir, self.host, port)
         with log.open("a") as fh:
             fh.write(
@@ -121,7 +122,7 @@ class LocalEndpoint:
         env.setdefault("MLOPS_TORCH_THREADS", "1")
         return process.spawn_detached(argv, log, env)
 
-    def _wait_ready(
+    def wait_ready(
         self,
         pid: int,
         port: int,
@@ -149,8 +150,8 @@ class LocalEndpoint:
     def _launch(self, version: int, model_dir: Path, port: int) -> tuple[int, Path]:
         log = self.root / "logs" / f"v{version}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        pid = self._start(model_dir, port, log)
-        self._wait_ready(pid, port, log)
+        pid = self.start_server(model_dir, port, log)
+        self.wait_ready(pid, port, log)
         return pid, log
 
     @property
@@ -179,7 +180,7 @@ class LocalEndpoint:
             str(self.upstream_file),
         ]
         pid = process.spawn_detached(argv, log, dict(os.environ))
-        self._wait_ready(pid, self.port, log, what="the endpoint's front door", marker=FRONT_MODULE)
+        self.wait_ready(pid, self.port, log, what="the endpoint's front door", marker=FRONT_MODULE)
         return pid
 
     def _refuse_a_busy_port(self) -> None:

@@ -12,8 +12,17 @@ UpdateEndpoint does not exist, and InvokeEndpoint answers a fixed body. Here, in
     UpdateEndpoint     switches the endpoint to the new endpoint config (a blue/green update whose bake
                        has ended; the Stubber tests cover the bake and SageMaker's own rollbacks)
     InvokeEndpoint     is answered by the real serving program (`python -m serve serve` on a free port,
-                       one per model) holding the model the endpoint's config points at, resolved as
-                       SageMaker does: endpoint -> endpoint config -> model -> model package -> model data
+                       one per model and container environment) holding the model the endpoint's config
+                       points at, resolved as SageMaker does: endpoint -> endpoint config -> model ->
+                       model package -> model data; the model's PrimaryContainer.Environment (e.g.
+                       MLOPS_MAX_PAYLOAD_BYTES) is the program's environment, as in a SageMaker container.
+                       An endpoint whose config has AsyncInferenceConfig refuses it (ValidationError), as
+                       SageMaker does: it takes only asynchronous invocations
+    InvokeEndpointAsync reads the request from InputLocation (S3), has the serving program answer it,
+                       and writes the answer to `<S3OutputPath>/<id>.out`, or SageMaker's error message to
+                       `<S3FailurePath>/<id>-error.out`, before it answers 202 with both locations (SageMaker
+                       does the work later; the caller polls either way). moto alone answers a fixed body
+                       and ignores the endpoint config
     broken             model data URIs (or job names in them) whose endpoint answers HTTP 500, for the
                        failure paths
 
@@ -137,21 +146,37 @@ class FakeSageMaker:
 
         def invoke_endpoint(response: Any) -> Any:
             name = response._get_param("EndpointName")
+            if fake._async_config(name) is not None:
+                error = {
+                    "__type": "ValidationError",
+                    "message": f"Endpoint {name} is an asynchronous endpoint: use InvokeEndpointAsync",
+                }
+                return 400, _error_headers(400), json.dumps(error)
             content_type = response.headers.get("Content-Type", "application/octet-stream")
             body = response.body if isinstance(response.body, bytes) else str(response.body).encode()
             status, answer, answer_type = fake._invoke(name, body, content_type)
             headers = {"Content-Type": answer_type, "x-Amzn-Invoked-Production-Variant": "AllTraffic"}
             if status != 200:
                 # What SageMaker says when the container answers an error: ModelError, HTTP 424.
-                error = {"__type": "ModelError", "message": f"Received server error ({status}) from model"}
-                return 424, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(error)
+                text = answer.decode(errors="replace")
+                error = {
+                    "__type": "ModelError",
+                    "message": f'Received server error ({status}) from primary with message "{text}"',
+                    "OriginalStatusCode": status,
+                    "OriginalMessage": text,
+                }
+                return 424, _error_headers(424), json.dumps(error)
             return 200, headers, answer
+
+        def invoke_endpoint_async(response: Any) -> Any:
+            return fake._invoke_async(response)
 
         self._set(SageMakerModelBackend, "create_training_job", create_and_run)
         self._set(SageMakerResponse, "update_endpoint", update_endpoint)
         # Raw bytes in (moto would decode the PNG body as UTF-8 and fail).
         self._set(SageMakerRuntimeResponse, "use_raw_body", True)
         self._set(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+        self._set(SageMakerRuntimeResponse, "invoke_endpoint_async", invoke_endpoint_async)
 
     # --- training ------------------------------------------------------------------------------------
     def _train(self, job: Any) -> None:
@@ -232,11 +257,65 @@ class FakeSageMaker:
         package = sm.describe_model_package(ModelPackageName=container["ModelPackageName"])
         return str(package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"])
 
+    def _environment(self, endpoint: str) -> dict[str, str]:
+        """The serving container's Environment (CreateModel's PrimaryContainer.Environment)."""
+        sm = self.client("sagemaker")
+        config = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+        variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+        container = sm.describe_model(ModelName=variant["ModelName"]).get("PrimaryContainer", {})
+        return {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+
+    def _async_config(self, endpoint: str) -> dict[str, Any] | None:
+        sm = self.client("sagemaker")
+        try:
+            config = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+        except sm.exceptions.ClientError:
+            return None  # no such endpoint: InvokeEndpoint says so itself
+        answer = sm.describe_endpoint_config(EndpointConfigName=config)
+        return answer.get("AsyncInferenceConfig") or None
+
+    def _invoke_async(self, response: Any) -> Any:
+        name = response.path.split("/")[2]
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        config = self._async_config(name)
+        if config is None:
+            error = {
+                "__type": "ValidationError",
+                "message": f"Endpoint {name} is not an asynchronous endpoint",
+            }
+            return 400, _error_headers(400), json.dumps(error)
+        inference_id = headers.get("x-amzn-sagemaker-inference-id") or f"fake-{time.time_ns()}"
+        content_type = headers.get("x-amzn-sagemaker-content-type", "application/octet-stream")
+        outputs = config["OutputConfig"]
+        output = f"{outputs['S3OutputPath'].rstrip('/')}/{inference_id}.out"
+        failure = (
+            f"{outputs.get('S3FailurePath', outputs['S3OutputPath']).rstrip('/')}/{inference_id}-error.out"
+        )
+        s3 = self.client("s3")
+        bucket, key = _split(headers["x-amzn-sagemaker-inputlocation"])
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        status, answer, answer_type = self._invoke(name, body, content_type)
+        if status == 200:
+            bucket, key = _split(output)
+            s3.put_object(Bucket=bucket, Key=key, Body=answer, ContentType=answer_type)
+        else:  # what SageMaker writes when the container answers an error
+            bucket, key = _split(failure)
+            text = answer.decode(errors="replace")
+            message = f'Received server error ({status}) from primary with message "{text}"'
+            s3.put_object(Bucket=bucket, Key=key, Body=message.encode())
+        location = {
+            "X-Amzn-SageMaker-OutputLocation": output,
+            "X-Amzn-SageMaker-FailureLocation": failure,
+            "Content-Type": "application/json",
+            "status": "202",
+        }
+        return 202, location, json.dumps({"InferenceId": inference_id})
+
     def _invoke(self, endpoint: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
         data = self.model_data(endpoint)
         if any(mark in data for mark in self.broken):
             return 500, b'{"error": "broken on purpose"}', "application/json"
-        port = self._server_for(data)
+        port = self._server_for(data, self._environment(endpoint))
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
             data=body,
@@ -249,11 +328,14 @@ class FakeSageMaker:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(), "application/json"
 
-    def _server_for(self, model_data: str) -> int:
-        """The serving program on the model at `model_data` (started once, on a free port)."""
+    def _server_for(self, model_data: str, environment: dict[str, str] | None = None) -> int:
+        """The serving program on the model at `model_data` with the container `environment` (started
+        once per pair, on a free port)."""
+        environment = environment or {}
+        served = f"{model_data} {json.dumps(environment, sort_keys=True)}"
         with self._lock:
-            if model_data in self._servers:
-                return self._servers[model_data][1]
+            if served in self._servers:
+                return self._servers[served][1]
             model_dir = Path(tempfile.mkdtemp(dir=self.root, prefix="endpoint-model-"))
             archive = model_dir.parent / f"{model_dir.name}.tar.gz"
             bucket, key = _split(model_data)
@@ -263,6 +345,7 @@ class FakeSageMaker:
             port = free_port()
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLOPS_"))},
+                **environment,
                 "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
             }
             # The child keeps its own copy of the descriptor; ours is closed at once.
@@ -273,9 +356,15 @@ class FakeSageMaker:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            self._servers[model_data] = (proc, port)
+            self._servers[served] = (proc, port)
             _wait_for_ping(port, proc)
             return port
+
+
+def _error_headers(status: int) -> dict[str, str]:
+    """moto takes a handler's HTTP status from its "status" header, not from the tuple's first item:
+    without it an error would reach the client as a 200 with an error body."""
+    return {"Content-Type": "application/x-amz-json-1.1", "status": str(status)}
 
 
 def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -102,8 +102,15 @@ def stub_existing(
 
 
 def stub_creates(sagemaker: Stubber, *, count: int = 1) -> None:
-    """CreateModel and CreateEndpointConfig, expected exactly as the builders make them."""
-    model = endpoints.model_call(NAME, package_arn=PACKAGE, role_arn=ROLE, tags=TAGS)
+    """CreateModel and CreateEndpointConfig, expected exactly as the builders make them; the container's
+    payload cap is real-time's 6 MB, the size InvokeEndpoint itself accepts."""
+    model = endpoints.model_call(
+        NAME,
+        package_arn=PACKAGE,
+        role_arn=ROLE,
+        tags=TAGS,
+        environment={"MLOPS_MAX_PAYLOAD_BYTES": "6291456"},
+    )
     sagemaker.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:::model/{NAME}"}, model.params)
     cfg = endpoints.endpoint_config_call(
         NAME, model_name=NAME, instance_type="ml.m5.large", instance_count=count, tags=TAGS
