@@ -40,8 +40,8 @@ lint: $(STAMP) ## ruff, ruff format, mypy; hadolint, workflow schema + zizmor, s
 	$(BIN)/shellcheck .ci/run scripts/*.sh
 	$(BIN)/cfn-lint infra/cloudformation/*.yaml
 
-bench: $(STAMP) ## speed benchmarks: data decoding, training throughput, serving latency (figures and ratios)
-	$(BIN)/python tests/benchmarks/run.py
+bench: $(STAMP) ## benchmarks with targets, JSON in bench/results/ (BENCH="serving training" QUICK=1 TORCHSERVE=1 ARGS=...)
+	$(BIN)/python tests/benchmarks/run.py $(BENCH) $(if $(QUICK),--quick) $(if $(TORCHSERVE),--torchserve) $(ARGS)
 
 stop: $(STAMP) ## stop the local endpoint started by `make demo`
 	$(BIN)/mlops endpoint stop --local

@@ -58,9 +58,6 @@ environment:
                            where the host's cores are shared: OpenMP threads that wait for a busy core
                            turn milliseconds into a hundred
   MLOPS_DECODE_THREADS     threads decoding request bodies off the event loop (default: min(4, cores))
-  OMP_WAIT_POLICY          PASSIVE unless set: OpenMP threads sleep between parallel regions instead of
-                           spinning, so the event loop and decoders get the cores they need (spinning
-                           threads cut smallcnn's throughput at concurrency 32 several times over)
   MLOPS_LAYOUT             a classifier's memory layout: auto (default: time both at startup, keep the
                            faster), channels_last or contiguous
 
@@ -157,8 +154,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
-    # Read once, when torch loads its OpenMP runtime: so before the first `import torch` (in _load).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not settings.model_dir.is_dir():
         return _fail(f"model directory {settings.model_dir} does not exist (see --model-dir)")
     _configure_logging()

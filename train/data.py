@@ -177,5 +177,7 @@ def batches(
         images = data.images[index]
         if augment:
             images = _augment(images, aug_gen)
-        x = images.to(device, non_blocking=True).float().div_(255).sub_(mean_t).div_(std_t)
+        # Channels-last, the layout `train.engine.place` gives the model (float() keeps the layout).
+        x = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = x.float().div_(255).sub_(mean_t).div_(std_t)
         yield x, data.labels[index].to(device, non_blocking=True)

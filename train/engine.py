@@ -17,6 +17,16 @@ from torch import nn
 from train.config import TrainConfig
 
 
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model on `device` in channels-last layout, as `train.data.batches` lays out its inputs.
+
+    oneDNN (CPU) and cuDNN (GPU, with AMP's tensor cores) run convolutions fastest on NHWC: measured on
+    two CPU cores at batch 64, smallcnn trains 1.2-1.7x and ResNet-18 1.1-1.25x faster than in NCHW
+    (tests/benchmarks/training.py). The layout changes no value: state dicts, checkpoints and the
+    artifact are the same tensors (the artifact is saved contiguous)."""
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
 @dataclass
 class EpochStats:
     loss: float
@@ -208,7 +218,8 @@ def sample_predictions(
     batch = images[:count]
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    x = batch.to(device).float().div_(255).sub_(mean_t).div_(std_t)
+    x = batch.to(device).contiguous(memory_format=torch.channels_last).float()
+    x = x.div_(255).sub_(mean_t).div_(std_t)
     probs = torch.softmax(model(x).float(), dim=1).cpu()
     top = probs.max(dim=1)
     return [

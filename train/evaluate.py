@@ -37,7 +37,7 @@ def evaluate_artifact(model_dir: Path, split: Path, *, batch_size: int = 256) ->
         raise ArtifactError(str(exc)) from exc
     model.load_state_dict(load_file(str(model_dir / manifest.weights)), strict=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    engine.place(model, device)
     result = engine.evaluate(
         model,
         batches(data, batch_size, mean=manifest.mean, std=manifest.std, device=device),

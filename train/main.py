@@ -178,7 +178,7 @@ def run(  # noqa: PLR0912, PLR0915 -- the stages read top to bottom
 
     # `model` is the plain module: the optimiser, checkpoints and the artifact use its state dict, so
     # they load in serving and in a single-process resume; `net` is what trains (DDP when distributed).
-    model = build(config.arch, len(classes)).to(device)
+    model = engine.place(build(config.arch, len(classes)), device)
     optimizer = engine.build_optimizer(model, config)
     steps_per_epoch = -(-shard_size(len(train_set), world.size) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, engine.lr_factor(config, steps_per_epoch))
