@@ -63,7 +63,7 @@ class Limits:
 @dataclass(frozen=True)
 class Batching:
     max_size: int = 32  # images in one forward pass; 1 turns batching off
-    max_wait: float = 0.005  # seconds a batch waits for requests already on their way
+    max_wait: float = 0.010  # seconds a batch may wait for requests on their way (serve/batching.py)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,13 @@ One forward pass of 32 images costs far less than 32 passes of one (ResNet-18 on
 Stages, all on the event loop except the forward pass itself:
   submit   a request's decoded images and its settings join the queue and wait for their answer
   collect  the collector takes the oldest request, then every queued one that still fits in
-           `max_size` images; while more admitted requests are still on their way (reading or
-           decoding their bodies) and the batch is not full, it waits for them, at most `max_wait`
-           seconds after it started the batch. With nobody else on the way it never waits, so a lone
-           caller pays no batching delay at all.
+           `max_size` images; while the batch is not full and more requests are expected, it waits
+           for them, at most `max_wait` seconds after it started the batch. Expected are requests
+           admitted and still on their way (reading or decoding their bodies), and, under a steady
+           load, as many as the last batch held: closed-loop callers answered together send again
+           together, but one at a time, and a batch started on the first of them would run one image
+           and leave the rest for the next. With nobody on the way and a last batch no bigger, it
+           never waits, so a lone caller pays no batching delay at all.
   run      the batch goes to the single inference thread in one call; the requests that arrive
            meanwhile queue up and form the next batch (so a busy model batches by itself, and
            `max_wait` only decides how long to wait for stragglers when it is idle)
@@ -59,6 +62,7 @@ class Batcher:
         self.arriving = 0
         self.batches = 0  # forward-pass calls made, and the images they held: the mean batch size
         self.batched_images = 0
+        self._recent = 0  # requests in the last batch: how many are likely on their way again soon
         self._queue: deque[_Request] = deque()
         self._wake = asyncio.Event()
         self._collector: asyncio.Task[None] | None = None
@@ -94,8 +98,10 @@ class Batcher:
                     request = self._queue.popleft()
                     batch.append(request)
                     size += len(request.images)
-                if size >= self.max_size or self._queue or self.arriving <= 0:
-                    break  # full, the next request does not fit, or nobody else is coming
+                if size >= self.max_size or self._queue:
+                    break  # full, or the next request does not fit
+                if self.arriving <= 0 and len(batch) >= self._recent:
+                    break  # nobody is on the way, and the last batch was no bigger: go now
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -105,6 +111,7 @@ class Batcher:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+            self._recent = len(batch)
             batch = [r for r in batch if not r.answer.done()]  # a caller may have gone (cancelled)
             if batch:
                 await self._run(batch)

@@ -35,7 +35,7 @@ DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse la
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_BATCH_WAIT_MS = 5
+DEFAULT_BATCH_WAIT_MS = 10
 # serve.predictor.LAYOUTS, named here so that parsing flags does not import torch (a unit test ties them).
 LAYOUTS = ("auto", "channels_last", "contiguous")
 
@@ -51,8 +51,9 @@ environment:
   MLOPS_BATCH_MAX_SIZE     most images in one forward pass of the dynamic batcher (default
                            {DEFAULT_BATCH_SIZE}); requests that arrive while the model is busy share its next
                            pass; 1 turns batching off
-  MLOPS_BATCH_MAX_WAIT_MS  how long a batch may wait for requests already being received or decoded
-                           (default {DEFAULT_BATCH_WAIT_MS}); a lone caller never waits; 0: never wait
+  MLOPS_BATCH_MAX_WAIT_MS  how long a batch may wait for requests on their way: being received or
+                           decoded, or expected because the last batch held more (default
+                           {DEFAULT_BATCH_WAIT_MS}); a lone caller never waits; 0: never wait
   MLOPS_TORCH_THREADS      intra-op threads for inference (default: the cores this process may use,
                            from its CPU affinity and cgroup quota, at most PyTorch's own choice); set 1
                            where the host's cores are shared: OpenMP threads that wait for a busy core

@@ -161,6 +161,43 @@ def test_the_wait_for_stragglers_ends_at_max_wait(executor: ThreadPoolExecutor) 
     assert 0.25 < asyncio.run(main()) < 3.0
 
 
+def test_callers_answered_together_are_waited_for_when_they_come_back_one_by_one(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = Model()
+    batcher = Batcher(model, executor, max_size=32, max_wait=5.0)
+
+    async def main() -> float:
+        arrivals = [batcher.arrival() for _ in range(3)]  # three callers, admitted together
+        await asyncio.gather(*(a.submit([IMAGE], f"a{i}") for i, a in enumerate(arrivals)))
+
+        async def again(i: int) -> None:  # each sends its next request as its answer comes back
+            await asyncio.sleep(0.05 * i)
+            await ask(batcher, f"b{i}")
+
+        tick = time.perf_counter()
+        await asyncio.gather(*(again(i) for i in range(3)))
+        return time.perf_counter() - tick
+
+    assert asyncio.run(main()) < 2.0  # waited for the three, not for max_wait
+    assert model.batches == [["a0", "a1", "a2"], ["b0", "b1", "b2"]]
+
+
+def test_the_wait_for_returning_callers_ends_at_max_wait(executor: ThreadPoolExecutor) -> None:
+    model = Model()
+    batcher = Batcher(model, executor, max_size=32, max_wait=0.3)
+
+    async def main() -> float:
+        arrivals = [batcher.arrival() for _ in range(3)]
+        await asyncio.gather(*(a.submit([IMAGE], i) for i, a in enumerate(arrivals)))
+        tick = time.perf_counter()
+        await ask(batcher, "alone")  # the other two callers have gone
+        return time.perf_counter() - tick
+
+    assert 0.25 < asyncio.run(main()) < 3.0
+    assert model.batches == [[0, 1, 2], ["alone"]]
+
+
 def test_a_request_that_breaks_the_model_fails_alone(executor: ThreadPoolExecutor) -> None:
     model = Model()
     batcher = Batcher(model, executor, max_size=32, max_wait=0.0)
