@@ -8,15 +8,13 @@ One line per image, sorted by its path relative to the input folder or S3 prefix
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from infra.local.files import write_atomic
 from infra.smoke import IMAGE_TYPES
 
 IMAGE_SUFFIXES = tuple(IMAGE_TYPES)  # .png .jpg .jpeg: what the serve program decodes as an image file
@@ -74,23 +72,11 @@ class BatchSummary:
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Write to a temporary file beside `path`, fsync, rename: an interrupted run leaves the old file
-    (or none), never a short one that looks complete (as `infra.local.files.write_json_atomic`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            for record in records:
-                fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # noqa: PTH105 -- the same call write_json_atomic makes
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)  # noqa: PTH108 -- tmp is a str from mkstemp
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself must reach the disk
-    finally:
-        os.close(dir_fd)
+    """One JSON line per record, written by `infra.local.files.write_atomic`: an interrupted run leaves
+    the old file (or none), never a short one that looks complete."""
+
+    def fill(fh: TextIO) -> None:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+
+    write_atomic(path, fill)

@@ -278,6 +278,17 @@ def resource_id(endpoint: str) -> str:
     return f"endpoint/{endpoint}/variant/{VARIANT}"
 
 
+def _policy_of(endpoint: str, name: str, policy_type: str) -> dict[str, Any]:
+    """What every PutScalingPolicy of the endpoint's variant starts with: `<endpoint>-<name>`."""
+    return {
+        "PolicyName": f"{endpoint}-{name}",
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource_id(endpoint),
+        "ScalableDimension": SCALABLE_DIMENSION,
+        "PolicyType": policy_type,
+    }
+
+
 def autoscaling_calls(
     endpoint: str,
     *,
@@ -296,11 +307,7 @@ def autoscaling_calls(
     if tags:
         target["Tags"] = {t["Key"]: t["Value"] for t in tags}
     policy = {
-        "PolicyName": f"{endpoint}-invocations",
-        "ServiceNamespace": "sagemaker",
-        "ResourceId": resource_id(endpoint),
-        "ScalableDimension": SCALABLE_DIMENSION,
-        "PolicyType": "TargetTrackingScaling",
+        **_policy_of(endpoint, "invocations", "TargetTrackingScaling"),
         "TargetTrackingScalingPolicyConfiguration": {
             "TargetValue": float(invocations_per_instance),
             "PredefinedMetricSpecification": {
@@ -343,11 +350,7 @@ def async_autoscaling_calls(
         tags=tags,
     )
     tracking = {
-        "PolicyName": f"{endpoint}-backlog",
-        "ServiceNamespace": "sagemaker",
-        "ResourceId": resource_id(endpoint),
-        "ScalableDimension": SCALABLE_DIMENSION,
-        "PolicyType": "TargetTrackingScaling",
+        **_policy_of(endpoint, "backlog", "TargetTrackingScaling"),
         "TargetTrackingScalingPolicyConfiguration": {
             "TargetValue": float(backlog_per_instance),
             "CustomizedMetricSpecification": {
@@ -366,11 +369,7 @@ def async_autoscaling_calls(
     ]
     if min_instances == 0:
         wake = {
-            "PolicyName": f"{endpoint}-wake",
-            "ServiceNamespace": "sagemaker",
-            "ResourceId": resource_id(endpoint),
-            "ScalableDimension": SCALABLE_DIMENSION,
-            "PolicyType": "StepScaling",
+            **_policy_of(endpoint, "wake", "StepScaling"),
             "StepScalingPolicyConfiguration": {
                 "AdjustmentType": "ChangeInCapacity",
                 "MetricAggregationType": "Average",

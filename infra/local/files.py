@@ -7,20 +7,29 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over the target: a crash at
-    any point leaves either the old file or the new one, never a torn one."""
+    """`data` as indented JSON, written by `write_atomic`."""
+
+    def fill(fh: TextIO) -> None:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+    write_atomic(path, fill)
+
+
+def write_atomic(path: Path, fill: Callable[[TextIO], None]) -> None:
+    """Write to a temporary file in the same directory (`fill` writes the text), fsync, then rename over
+    the target: a crash at any point leaves either the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)  # noqa: PTH105 -- os.replace is what tests fault-inject
