@@ -21,6 +21,7 @@ import pytest
 
 from infra.datasets import make_synthetic
 from tests.conftest import free_port
+from tests.harness.sagemaker import reset_moto
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +85,7 @@ def moto_env(tmp_path_factory):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    reset_moto(f"http://127.0.0.1:{port}")  # another module's moto server may have left state behind
     root = tmp_path_factory.mktemp("aws-e2e")
     (root / "mlops.toml").write_text(CONFIG)
     data = root / "data"

@@ -77,6 +77,7 @@ class FakeSageMaker:
         self._patch()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
+        reset_moto(self.url)
         return self
 
     def stop(self) -> None:
@@ -411,3 +412,13 @@ def image_manifest() -> str:
 
 
 __all__ = ["ACCOUNT", "REGION", "FakeSageMaker", "image_manifest"]
+
+
+def reset_moto(url: str) -> None:
+    """Empty every moto backend. moto keeps its state in module-level backends that every server in
+    the process shares, so without this a server started by one test module sees the registry,
+    endpoints and buckets that an earlier module left behind."""
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30):
+        pass
