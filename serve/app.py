@@ -31,7 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.batching import Arrival, Batcher, Work
-from serve.codecs import BadRequest, check_content_type, decode_request
+from serve.codecs import BadRequest, cheap_to_decode, check_content_type, decode_request
 from serve.options import (
     CLASSIFY_SETTINGS,
     DETECT_SETTINGS,
@@ -46,11 +46,13 @@ from serve.yolo import Detection, DetectOptions, Detector
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 _JSON_ACCEPTS = {"application/json", "application/*", "*/*"}
 log = logging.getLogger("serve.requests")
-# Bodies up to this size are decoded on the event loop: a 32x32 PNG takes about 0.07 ms, less than the
-# two thread switches of sending it to a decode thread, and doing so raised smallcnn's throughput at
-# concurrency 32 by a third (1,023 -> 1,407 requests/s on two cores). Larger ones (a 640 px JPEG takes
-# milliseconds) go to the decode threads, so the loop keeps reading other requests meanwhile.
+# Small images are decoded on the event loop: a 32x32 PNG takes about 0.07 ms, less than the two thread
+# switches of sending it to a decode thread, and doing so raised smallcnn's throughput at concurrency 32
+# by a third (1,023 -> 1,407 requests/s on two cores). Larger ones (a 640 px JPEG takes milliseconds),
+# and small bodies whose header declares many pixels, go to the decode threads, so the loop keeps
+# reading other requests meanwhile.
 INLINE_DECODE_BYTES = 64 * 1024
+INLINE_DECODE_PIXELS = 256 * 256
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ async def _decode(
         check_parameters(parameters, task.accepted)
         return images, task.settings([*sources, parameters])
 
-    if len(body) <= INLINE_DECODE_BYTES:
+    if len(body) <= INLINE_DECODE_BYTES and cheap_to_decode(content_type, body, INLINE_DECODE_PIXELS):
         return decode()
     return await asyncio.get_running_loop().run_in_executor(pool, decode)
 

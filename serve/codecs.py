@@ -98,6 +98,25 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def cheap_to_decode(content_type: str, body: bytes, max_pixels: int) -> bool:
+    """Whether `body` decodes to at most `max_pixels` pixels, judged from its header alone.
+
+    A .npy body is uncompressed, so its size is its pixels' size; a PNG or JPEG is read only as far as
+    its header (PIL opens lazily): a 50 KB PNG can declare 4096x4096. JSON bodies may hold any number of
+    images and are never called cheap. A header that does not parse is cheap: decoding it fails at once."""
+    kind = media_type(content_type)
+    if kind == "application/x-npy":
+        return len(body) <= max_pixels * 3
+    if kind not in IMAGE_TYPES:
+        return False
+    try:
+        with Image.open(io.BytesIO(body), formats=("PNG", "JPEG")) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - any unreadable header: the decoder reports it properly
+        return True
+    return width * height <= max_pixels
+
+
 def warm_up() -> None:
     """Decode a tiny PNG and JPEG, so the first request does not pay for PIL's plugin imports (~20 ms)."""
     for fmt in ("PNG", "JPEG"):

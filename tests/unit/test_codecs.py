@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve.codecs import MAX_SIDE, BadRequest, decode
+from serve.codecs import MAX_SIDE, BadRequest, cheap_to_decode, decode
 from tests.factories import png_bytes
 
 
@@ -279,3 +279,19 @@ def test_too_many_images_in_npy_and_json() -> None:
     assert error.status == 400
     assert "too many images: 3" in error.message
     assert "limit is 2" in error.message
+
+
+def test_a_small_body_that_declares_many_pixels_is_not_decoded_on_the_event_loop() -> None:
+    big = io.BytesIO()
+    Image.new("RGB", (2048, 2048)).save(big, format="PNG")  # flat: compresses to a few KB
+    assert len(big.getvalue()) < 64 * 1024
+    assert not cheap_to_decode("image/png", big.getvalue(), 256 * 256)
+    assert cheap_to_decode("image/png", png_bytes(), 256 * 256)
+    assert cheap_to_decode("image/jpeg", encode(np.zeros((32, 32, 3), np.uint8), "JPEG"), 256 * 256)
+
+
+def test_only_single_images_and_small_arrays_count_as_cheap_to_decode() -> None:
+    assert not cheap_to_decode("application/json", b'{"instances": []}', 256 * 256)  # any number inside
+    assert cheap_to_decode("application/x-npy", bytes(1000), 256 * 256)
+    assert not cheap_to_decode("application/x-npy", bytes(256 * 256 * 3 + 1), 256 * 256)
+    assert cheap_to_decode("image/png", b"not an image", 256 * 256)  # fails at once when decoded

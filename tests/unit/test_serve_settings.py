@@ -82,5 +82,5 @@ def test_every_layout_predicts_the_same(tmp_path: Path, layout: str) -> None:
     assert chosen in ("channels_last", "contiguous")
     after = model.predict(images, top_k=4)
     for one, other in zip(before, after, strict=True):
-        assert [label for label, _ in one] == [label for label, _ in other]
-        assert [p for _, p in one] == pytest.approx([p for _, p in other], abs=1e-5)
+        # Value by value: random weights leave near-ties that another layout's rounding may reorder.
+        assert dict(other) == pytest.approx(dict(one), abs=1e-5)
