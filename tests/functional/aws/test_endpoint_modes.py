@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,6 +121,20 @@ def scaling_targets(aws: Aws) -> list[dict[str, Any]]:
 # serverless
 
 
+def alarm_once_smoke_fails(aws: Aws, wait: Callable[[float], None]) -> Callable[[float], None]:
+    """The rollout's sleep, with SageMaker's side: once failed smoke requests are published, the smoke
+    alarm goes to ALARM (what makes SageMaker roll the update back during the bake)."""
+
+    def sleep_and_see(seconds: float) -> None:
+        wait(seconds)
+        if smoke_datapoints(aws):
+            aws.client("cloudwatch").set_alarm_state(
+                AlarmName="demo-endpoint-smoke", StateValue="ALARM", StateReason="smoke test failed"
+            )
+
+    return sleep_and_see
+
+
 def test_a_serverless_deploy_sends_serverless_config_and_no_instances(aws, sleep, stubs):
     sagemaker, runtime = stubs
     stub_missing(sagemaker)
@@ -196,14 +211,7 @@ def test_a_serverless_candidate_failing_its_bake_smoke_test_is_rolled_back(aws, 
     stub_model_error(runtime)
     stub_model_error(runtime)
 
-    def sagemaker_sees_the_alarm(seconds: float) -> None:
-        sleep(seconds)
-        if smoke_datapoints(aws):
-            aws.client("cloudwatch").set_alarm_state(
-                AlarmName="demo-endpoint-smoke", StateValue="ALARM", StateReason="smoke test failed"
-            )
-
-    aws.sleep = sagemaker_sees_the_alarm
+    aws.sleep = alarm_once_smoke_fails(aws, sleep)
     outcome, _ = run_deploy(aws, config=serverless())
 
     assert not outcome.ok and outcome.rolled_back and not outcome.serving_candidate
@@ -381,14 +389,7 @@ def test_an_async_candidate_failing_its_bake_smoke_test_is_rolled_back(aws, slee
     keys = stub_async_invocations(runtime, 2)
     worker = AsyncWorker(aws, sleep, keys, fail=True)
 
-    def sagemaker_sees_the_alarm(seconds: float) -> None:
-        worker(seconds)
-        if smoke_datapoints(aws):
-            aws.client("cloudwatch").set_alarm_state(
-                AlarmName="demo-endpoint-smoke", StateValue="ALARM", StateReason="smoke test failed"
-            )
-
-    aws.sleep = sagemaker_sees_the_alarm
+    aws.sleep = alarm_once_smoke_fails(aws, worker)
     outcome, _ = run_deploy(aws, config=asynchronous())
 
     assert not outcome.ok and outcome.rolled_back and not outcome.serving_candidate
