@@ -223,18 +223,11 @@ class AwsConfig(BaseModel):
             raise ValueError("autoscaling.max_instances must be >= autoscaling.min_instances")
         if self.autoscaling.max_instances < max(self.async_min_instances, 1):
             raise ValueError("autoscaling.max_instances must be >= async_min_instances")
-        from infra.aws.modes import problems
+        from infra.aws.modes import problems_of
 
         # The deploy settings are checked when mlops.toml is read, not when a deploy reaches them after
         # an hour of training; infra.aws.rollout checks them again with what only a deploy knows (the image).
-        found = problems(
-            self.endpoint_mode,
-            instance_type=self.endpoint_instance_type,
-            serverless_memory_mb=self.serverless_memory_mb,
-            serverless_max_concurrency=self.serverless_max_concurrency,
-            async_output=self.async_output,
-            async_max_concurrent_invocations=self.async_max_concurrent_invocations,
-        )
+        found = problems_of(self)
         if found:
             raise ValueError(f"{found[0].setting}: {found[0].message}")
         return self

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 REALTIME, SERVERLESS, ASYNC = "realtime", "serverless", "async"
 MODES = (REALTIME, SERVERLESS, ASYNC)
@@ -86,6 +87,30 @@ class Problem:
 
     def __str__(self) -> str:
         return f"[aws] {self.setting}: {self.message}"
+
+
+class ModeSettings(Protocol):
+    """The [aws] settings a mode is checked on (infra.settings.AwsConfig has them)."""
+
+    endpoint_mode: str
+    endpoint_instance_type: str
+    serverless_memory_mb: int
+    serverless_max_concurrency: int
+    async_output: str | None
+    async_max_concurrent_invocations: int
+
+
+def problems_of(config: ModeSettings, image_uri: str | None = None) -> list[Problem]:
+    """`problems` of the configured mode, with the configured knobs."""
+    return problems(
+        config.endpoint_mode,
+        instance_type=config.endpoint_instance_type,
+        serverless_memory_mb=config.serverless_memory_mb,
+        serverless_max_concurrency=config.serverless_max_concurrency,
+        async_output=config.async_output,
+        async_max_concurrent_invocations=config.async_max_concurrent_invocations,
+        image_uri=image_uri,
+    )
 
 
 def problems(

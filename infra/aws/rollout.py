@@ -86,7 +86,7 @@ from infra.aws.modes import (
     SERVERLESS,
     async_input_path,
     async_output_path,
-    problems,
+    problems_of,
 )
 from infra.aws.plan import Call, Executor
 from infra.aws.session import Aws
@@ -249,15 +249,7 @@ def _same_mode(previous: EndpointState | None, mode: str) -> None:
 
 def check(config: AwsConfig, image_uri: str | None = None) -> None:
     """Refuse, before any call, a mode SageMaker would refuse or that could not serve this image."""
-    found = problems(
-        config.endpoint_mode,
-        instance_type=config.endpoint_instance_type,
-        serverless_memory_mb=config.serverless_memory_mb,
-        serverless_max_concurrency=config.serverless_max_concurrency,
-        async_output=config.async_output,
-        async_max_concurrent_invocations=config.async_max_concurrent_invocations,
-        image_uri=image_uri,
-    )
+    found = problems_of(config, image_uri)
     if found:
         raise UsageError(f"cannot deploy a {config.endpoint_mode} endpoint: " + "; ".join(map(str, found)))
 

@@ -121,6 +121,20 @@ def scaling_targets(aws: Aws) -> list[dict[str, Any]]:
 # serverless
 
 
+def stub_async_config(sagemaker: Stubber) -> None:
+    """The async CreateEndpointConfig of the default [aws] settings (one ml.m5.large, 4 in flight)."""
+    cfg = endpoints.async_config_call(
+        NAME,
+        model_name=NAME,
+        instance_type="ml.m5.large",
+        instance_count=1,
+        output_path=OUTPUT,
+        max_concurrent_invocations=4,
+        tags=TAGS,
+    )
+    sagemaker.add_response("create_endpoint_config", {"EndpointConfigArn": CONFIG_ARN}, cfg.params)
+
+
 def alarm_once_smoke_fails(aws: Aws, wait: Callable[[float], None]) -> Callable[[float], None]:
     """The rollout's sleep, with SageMaker's side: once failed smoke requests are published, the smoke
     alarm goes to ALARM (what makes SageMaker roll the update back during the bake)."""
@@ -368,16 +382,7 @@ def test_an_async_candidate_failing_its_bake_smoke_test_is_rolled_back(aws, slee
     sagemaker, runtime = stubs
     stub_existing_in(sagemaker, ASYNC_VARIANT, **ASYNC_EXTRA)
     stub_model(sagemaker, 1024 * 1024 * 1024)
-    cfg = endpoints.async_config_call(
-        NAME,
-        model_name=NAME,
-        instance_type="ml.m5.large",
-        instance_count=1,
-        output_path=OUTPUT,
-        max_concurrent_invocations=4,
-        tags=TAGS,
-    )
-    sagemaker.add_response("create_endpoint_config", {"EndpointConfigArn": CONFIG_ARN}, cfg.params)
+    stub_async_config(sagemaker)
     deployment = endpoints.deployment_config(
         endpoints.alarm_names(ENDPOINT), instance_count=1, bake_seconds=300, canary_percent=10
     )
@@ -405,16 +410,7 @@ def test_an_async_first_deploy_that_fails_its_smoke_test_reports_the_candidate_s
     sagemaker, runtime = stubs
     stub_missing(sagemaker)
     stub_model(sagemaker, 1024 * 1024 * 1024)
-    cfg = endpoints.async_config_call(
-        NAME,
-        model_name=NAME,
-        instance_type="ml.m5.large",
-        instance_count=1,
-        output_path=OUTPUT,
-        max_concurrent_invocations=4,
-        tags=TAGS,
-    )
-    sagemaker.add_response("create_endpoint_config", {"EndpointConfigArn": CONFIG_ARN}, cfg.params)
+    stub_async_config(sagemaker)
     stub_create_endpoint(sagemaker)
     stub_polls(sagemaker, answer("InService", NAME))
     aws.sleep = AsyncWorker(aws, sleep, stub_async_invocations(runtime, 2), fail=True)
