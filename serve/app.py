@@ -124,10 +124,13 @@ def create_app(
             content_type = check_content_type(request.headers.get("content-type"))
             body = await read_body(request, limits.max_payload_bytes)
 
+            read_at = time.perf_counter()
             images, setting = await _decode(
                 content_type, body, task, sources, max_images=limits.max_batch, pool=decode_pool
             )
+            request.state.stages = {"decode": time.perf_counter() - read_at}
             predictions = await arrival.submit(images, setting)
+            request.state.stages.update(queue=arrival.queue_seconds, infer=arrival.infer_seconds)
         except BadRequest:
             raise
         except Exception:  # a bug or a model failure must not take the endpoint down with it
@@ -311,8 +314,11 @@ async def _drain(request: Request) -> dict[str, str]:
 
 
 class RequestLog:
-    """One stdout line per request: method, path, status, latency, number of images predicted and the
-    images in the forward pass they shared (batch=)."""
+    """One stdout line per request: method, path, status, latency, number of images predicted, the
+    images in the forward pass they shared (batch=), and where an invocation's time went: decoding its
+    body (decode=), waiting from the queue to its pass starting in the inference thread (queue=: the
+    batching wait, earlier passes, the thread switch) and that pass (infer=). The rest of the latency is
+    reading the request, answering it and the switch back to the event loop."""
 
     def __init__(self, app: ASGIApp, clock: Callable[[], float] = time.perf_counter) -> None:
         self.app = app
@@ -336,12 +342,14 @@ class RequestLog:
             await self.app(scope, receive, send_status)
         finally:
             elapsed_ms = (self.clock() - start) * 1000
+            stages = state.get("stages", {})
             log.info(
-                "%s %s %d %.1fms images=%d%s",
+                "%s %s %d %.1fms images=%d%s%s",
                 scope["method"],
                 scope["path"],
                 status,
                 elapsed_ms,
                 state.get("images", 0),
                 f" batch={state['batch']}" if state.get("batch") else "",
+                "".join(f" {name}={seconds * 1000:.2f}ms" for name, seconds in stages.items()),
             )

@@ -18,11 +18,15 @@ Stages, all on the event loop except the forward pass itself:
            `max_wait` only decides how long to wait for stragglers when it is idle)
   answer   each request's future gets its own slice of the results; when a batched call fails, each
            request is retried alone, so one request that breaks the model fails only itself
+
+Each request learns its `queue` time (queued -> its pass starts in the inference thread) and its pass's
+`infer` time, which the request log prints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -43,6 +47,10 @@ class _Request:
     setting: Any
     answer: asyncio.Future[list[dict[str, Any]]] = field(repr=False)
     batch_images: int = 0  # images in the forward pass this request ran in (its own included)
+    queued_at: float = field(default_factory=time.perf_counter)
+    # perf_counter seconds: queued -> its pass started in the inference thread -> the pass ended there
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
 class Batcher:
@@ -125,14 +133,16 @@ class Batcher:
         for request in batch:
             request.batch_images = size
         try:
-            results = await loop.run_in_executor(self.executor, self.run_batch, work)
+            results = await loop.run_in_executor(self.executor, _timed, self.run_batch, work, batch)
         except Exception as exc:  # noqa: BLE001 - handed to the requests, which answer for it
             if len(batch) == 1:
                 _settle(batch[0], exc=exc)
                 return
             for request, one in zip(batch, work, strict=True):  # the one that breaks the model fails alone
                 try:
-                    alone = await loop.run_in_executor(self.executor, self.run_batch, [one])
+                    alone = await loop.run_in_executor(
+                        self.executor, _timed, self.run_batch, [one], [request]
+                    )
                 except Exception as alone_exc:  # noqa: BLE001
                     _settle(request, exc=alone_exc)
                 else:
@@ -143,11 +153,28 @@ class Batcher:
             _settle(request, result=result)
 
 
+def _timed(
+    run_batch: RunBatch, work: Sequence[Work], batch: Sequence[_Request]
+) -> list[list[dict[str, Any]]]:
+    """`run_batch(work)` in the inference thread, noting on each request when its pass ran there."""
+    started = time.perf_counter()
+    try:
+        return run_batch(work)
+    finally:
+        ended = time.perf_counter()
+        for request in batch:
+            request.started_at, request.ended_at = started, ended
+
+
 class Arrival:
     def __init__(self, batcher: Batcher) -> None:
         self.batcher = batcher
         self.open = True
         self.batch_images = 0  # after `submit`: the size of the batch it ran in
+        # After `submit`, in seconds: from queued to its pass starting in the inference thread (batching
+        # wait, earlier passes, the thread switch), and that pass's own time there (shared by its batch).
+        self.queue_seconds = 0.0
+        self.infer_seconds = 0.0
         batcher.arriving += 1
 
     async def submit(self, images: list[np.ndarray], setting: Any) -> list[dict[str, Any]]:
@@ -160,6 +187,9 @@ class Arrival:
             return await request.answer
         finally:
             self.batch_images = request.batch_images
+            if request.ended_at:
+                self.queue_seconds = request.started_at - request.queued_at
+                self.infer_seconds = request.ended_at - request.started_at
 
     def close(self) -> None:
         if self.open:

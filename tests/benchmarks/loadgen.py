@@ -30,6 +30,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0  # connections lost mid-request
     client_cpu: float = 0.0  # share of one core this client used, warm-up included: taken from the server
+    answered: int = 0  # every answer received, warm-up and the last in-flight ones included
 
     @property
     def ok(self) -> int:
@@ -85,12 +86,14 @@ class _Run:
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
         self.completed = 0
+        self.answered_total = 0
         self.errors = 0
         self.open = 0
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def answered(self, conn: _Connection, status: int, sent_at: float) -> None:
         now = time.perf_counter()
+        self.answered_total += 1
         if self.window_start <= now <= self.window_end:
             self.completed += 1
             self.statuses[status] += 1
@@ -209,7 +212,14 @@ async def _load(
             conn.close()
     cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
     return LoadResult(
-        concurrency, duration, run.completed, run.latencies, run.statuses, run.errors, cpu_share
+        concurrency,
+        duration,
+        run.completed,
+        run.latencies,
+        run.statuses,
+        run.errors,
+        cpu_share,
+        run.answered_total,
     )
 
 

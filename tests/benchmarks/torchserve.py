@@ -267,7 +267,8 @@ def run(
         server.start()
         described = server.describe()
         serving.check_answer(f"http://127.0.0.1:{server.inference}/predictions/{MODEL}", pngs[0])
-        loads = serving.measure_load("127.0.0.1", server.inference, f"/predictions/{MODEL}", pngs, timing)
+        path = f"/predictions/{MODEL}"
+        loads, _cpu = serving.measure_load("127.0.0.1", server.inference, path, pngs, timing)
     finally:
         server.stop()
     for c, run in loads.items():

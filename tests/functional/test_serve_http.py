@@ -268,7 +268,9 @@ def test_each_request_is_logged(client: httpx.Client, server: Server) -> None:
         re.search(r"serving smallcnn \(6 classes\) from \S+ on http://127\.0\.0\.1:\d+$", line)
         for line in lines
     )
-    assert any(re.search(r"POST /invocations 200 \d+\.\dms images=2 batch=2$", line) for line in lines)
+    invocation = r"POST /invocations 200 \d+\.\dms images=2 batch=2"
+    stages = r" decode=\d+\.\d\dms queue=\d+\.\d\dms infer=\d+\.\d\dms$"
+    assert any(re.search(invocation + stages, line) for line in lines)
     assert any(re.search(r"GET /nowhere 404 \d+\.\dms images=0$", line) for line in lines)
 
 

@@ -270,3 +270,33 @@ def test_a_classification_batch_answers_each_request_at_its_own_top_k(tmp_path: 
     assert all(
         e["probability"] == pytest.approx(own[e["label"]], abs=1e-5) for e in shared if e["label"] in own
     )
+
+
+def test_each_request_learns_its_wait_in_the_queue_and_its_pass_time(executor: ThreadPoolExecutor) -> None:
+    """What the request log prints as queue= and infer=: a request queued behind a busy pass waited about
+    that pass's time, and both requests' passes took what the model took."""
+    model = Model()
+    batcher = Batcher(model, executor, max_size=1, max_wait=0.0)  # one request per pass
+
+    async def timed(setting: str) -> tuple[float, float]:
+        arrival = batcher.arrival()
+        try:
+            await arrival.submit([IMAGE], setting)
+        finally:
+            arrival.close()
+        return arrival.queue_seconds, arrival.infer_seconds
+
+    async def main() -> list[tuple[float, float]]:
+        model.release.clear()
+        first = asyncio.create_task(timed("first"))
+        await asyncio.to_thread(model.entered.wait, 10)
+        second = asyncio.create_task(timed("second"))  # queued while "first" holds the model
+        await asyncio.sleep(0.3)
+        model.release.set()
+        return [await first, await second]
+
+    (first_queue, first_infer), (second_queue, second_infer) = asyncio.run(main())
+    assert first_queue < 0.25  # the model was idle: it started at once
+    assert first_infer >= 0.29  # held by the test for 0.3 s
+    assert second_queue >= 0.25  # waited for the first pass to end
+    assert second_infer < 0.25  # the model was released by then

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve.codecs import MAX_SIDE, BadRequest, cheap_to_decode, decode
+from serve.codecs import MAX_SIDE, BadRequest, cheap_to_decode, declared_size, decode
 from tests.factories import png_bytes
 
 
@@ -288,6 +288,39 @@ def test_a_small_body_that_declares_many_pixels_is_not_decoded_on_the_event_loop
     assert not cheap_to_decode("image/png", big.getvalue(), 256 * 256)
     assert cheap_to_decode("image/png", png_bytes(), 256 * 256)
     assert cheap_to_decode("image/jpeg", encode(np.zeros((32, 32, 3), np.uint8), "JPEG"), 256 * 256)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "save"),
+    [
+        ("PNG", "RGB", {}),
+        ("PNG", "L", {}),
+        ("PNG", "P", {}),
+        ("PNG", "RGBA", {}),
+        ("JPEG", "RGB", {}),
+        ("JPEG", "L", {}),
+        ("JPEG", "RGB", {"progressive": True}),
+        ("JPEG", "RGB", {"exif": b"Exif\x00\x00" + bytes(3000)}),  # a large segment before the frame
+    ],
+)
+def test_the_size_read_from_the_header_bytes_is_the_one_pil_reads(fmt: str, mode: str, save: dict) -> None:
+    for width, height in [(1, 1), (37, 5), (300, 2000)]:
+        buf = io.BytesIO()
+        Image.new(mode, (width, height)).save(buf, format=fmt, **save)
+        body = buf.getvalue()
+        with Image.open(io.BytesIO(body)) as img:
+            assert declared_size(body) == img.size == (width, height)
+
+
+def test_a_header_the_byte_reader_does_not_know_is_judged_by_pil_or_called_cheap() -> None:
+    assert declared_size(b"not an image") is None
+    assert declared_size(png_bytes()[:20]) is None  # cut inside IHDR
+    jpeg = encode(np.zeros((32, 32, 3), np.uint8), "JPEG")
+    assert declared_size(jpeg[:30]) is None  # cut before the frame
+    assert cheap_to_decode("image/jpeg", jpeg[:30], 256 * 256)  # fails at once when decoded
+    # A JPEG padded with fill bytes before a marker still reads.
+    padded = jpeg[:2] + b"\xff\xff" + jpeg[2:]
+    assert declared_size(padded) == (32, 32)
 
 
 def test_only_single_images_and_small_arrays_count_as_cheap_to_decode() -> None:

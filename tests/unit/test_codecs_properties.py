@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from serve.codecs import ACCEPTED_TYPES, MAX_SIDE, BadRequest, decode_request
+from serve.codecs import ACCEPTED_TYPES, MAX_SIDE, BadRequest, cheap_to_decode, declared_size, decode_request
 
 FAST = settings(
     max_examples=60,
@@ -205,6 +205,20 @@ def test_bytes_behind_a_real_magic_number_decode_or_are_refused(
 
 
 @FAST
+@given(
+    magic=st.sampled_from(
+        [b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", b"\xff\xd8", b"\xff\xd8\xff"]
+    ),
+    tail=st.binary(max_size=512),
+)
+def test_the_header_reader_never_raises_and_reads_only_sizes(magic: bytes, tail: bytes) -> None:
+    # It decides, on the event loop, whether a body is decoded there: it must survive any bytes.
+    size = declared_size(magic + tail)
+    assert size is None or (len(size) == 2 and all(0 <= side < 2**32 for side in size))
+    assert cheap_to_decode("image/png", magic + tail, 256 * 256) in (True, False)
+
+
+@FAST
 @given(content_type=st.sampled_from(WRONG_TYPES) | st.none(), body=st.binary(min_size=1, max_size=64))
 def test_unaccepted_content_types_are_415_whatever_the_body(content_type: str | None, body: bytes) -> None:
     assert status_of(content_type, body) == 415
@@ -341,6 +355,7 @@ def test_png_header_claiming_huge_dimensions_is_refused_before_decoding(
 )
 def test_jpeg_frame_header_claiming_huge_dimensions_is_refused_before_decoding(size: tuple[int, int]) -> None:
     body = with_jpeg_size(sample_jpeg(), *size)
+    assert declared_size(body) == size  # so it is never decoded on the event loop either
     assert_refused_small(lambda: decode_request("image/jpeg", body, MAX_IMAGES), statuses=(413,))
 
 
