@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -60,6 +61,67 @@ class Limits:
     max_payload_bytes: int
     max_batch: int
     max_concurrency: int  # invocations admitted at once; more are answered 503 with Retry-After
+    # Memory of the images being decoded or waiting for the model, all requests together (DecodeBudget).
+    max_decoded_bytes: int = 1024 * 1024 * 1024
+
+
+class DecodeBudget:
+    """The memory that decoded images in flight may take, all requests together.
+
+    A small body can declare a huge image (a 50 KB PNG of 4096x4096 pixels decodes to 50 MB), so the
+    concurrency limit alone bounds memory only at `max_concurrency` such images. Each image reserves its
+    decoding memory (serve.codecs.DECODE_BYTES_PER_PIXEL per pixel) once its header is read and before it
+    is decoded; the request gives it back when it is answered. An image larger than the whole budget is
+    refused with 413 (it could never be decoded); one that does not fit beside the others, with 503 and
+    Retry-After. Reserved from the event loop and the decode threads, hence the lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, nbytes: int) -> None:
+        if nbytes > self.limit:
+            raise BadRequest(
+                413,
+                f"image needs about {_mb(nbytes)} MB to decode, more than the server's whole budget of "
+                f"{_mb(self.limit)} MB for decoded images (MLOPS_MAX_DECODED_MB)",
+            )
+        with self._lock:
+            if self.used + nbytes > self.limit:
+                message = (
+                    f"overloaded: images in flight hold {_mb(self.used)} of {_mb(self.limit)} MB of decoding "
+                    f"memory, this one needs {_mb(nbytes)} MB; retry after 1 s"
+                )
+                raise BadRequest(503, message, {"Retry-After": "1"})
+            self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._lock:
+            self.used -= nbytes
+
+    def hold(self) -> Hold:
+        return Hold(self)
+
+
+class Hold:
+    """One request's reservations, given back together when it is answered (`release`)."""
+
+    def __init__(self, budget: DecodeBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def reserve(self, nbytes: int) -> None:
+        self.budget.reserve(nbytes)
+        self.held += nbytes
+
+    def release(self) -> None:
+        self.budget.release(self.held)
+        self.held = 0
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / (1024 * 1024):.1f}"
 
 
 @dataclass(frozen=True)
@@ -83,9 +145,7 @@ def create_app(
     batcher = Batcher(task.run, executors.inference, batching.max_size, batching.max_wait)
     decode_pool = executors.decode or executors.inference
     admitted = 0  # invocations between admission and their answer (the event loop's thread only)
-
-    async def ping(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+    budget = DecodeBudget(limits.max_decoded_bytes)
 
     async def execution_parameters(request: Request) -> Response:
         # Batch transform asks once, when its job leaves these unset: one image object per request, as
@@ -107,13 +167,15 @@ def create_app(
             raise BadRequest(503, message, headers)
         admitted += 1
         arrival = batcher.arrival()
+        hold = budget.hold()
         try:
-            return await _invoke(request, arrival)
+            return await _invoke(request, arrival, hold)
         finally:
             admitted -= 1
             arrival.close()
+            hold.release()
 
-    async def _invoke(request: Request, arrival: Arrival) -> Response:
+    async def _invoke(request: Request, arrival: Arrival, hold: Hold) -> Response:
         if not accepts_json(request.headers.get("accept")):
             accept = request.headers["accept"]
             raise BadRequest(406, f"cannot answer Accept: {accept}; responses are application/json")
@@ -126,7 +188,7 @@ def create_app(
 
             read_at = time.perf_counter()
             images, setting = await _decode(
-                content_type, body, task, sources, max_images=limits.max_batch, pool=decode_pool
+                content_type, body, task, sources, max_images=limits.max_batch, pool=decode_pool, hold=hold
             )
             request.state.stages = {"decode": time.perf_counter() - read_at}
             predictions = await arrival.submit(images, setting)
@@ -140,10 +202,6 @@ def create_app(
         request.state.batch = arrival.batch_images
         return JSONResponse({"predictions": predictions, "model": model_info})
 
-    async def bad_request(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, BadRequest)
-        return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
-
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = f"{exc.detail}: {request.method} {request.url.path}"
@@ -151,13 +209,22 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/ping", ping, methods=["GET"]),
+            Route("/ping", _ping, methods=["GET"]),
             Route("/execution-parameters", execution_parameters, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
         ],
-        exception_handlers={BadRequest: bad_request, HTTPException: http_error},
+        exception_handlers={BadRequest: _bad_request, HTTPException: http_error},
     )
     return RequestLog(app)
+
+
+async def _ping(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BadRequest)
+    return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
 
 
 Sources = list[Mapping[str, Any]]  # where per-request settings are looked up, first wins
@@ -171,11 +238,13 @@ async def _decode(
     *,
     max_images: int,
     pool: Executor,
+    hold: Hold,
 ) -> tuple[list[np.ndarray], Any]:
-    """The images and the request's setting (top_k or detection options), with a JSON body's own."""
+    """The images and the request's setting (top_k or detection options), with a JSON body's own; each
+    image's decoding memory is reserved in `hold` first."""
 
     def decode() -> tuple[list[np.ndarray], Any]:
-        images, parameters = decode_request(content_type, body, max_images)
+        images, parameters = decode_request(content_type, body, max_images, hold.reserve)
         check_parameters(parameters, task.accepted)
         return images, task.settings([*sources, parameters])
 

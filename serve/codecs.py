@@ -28,6 +28,11 @@ ACCEPTED_TYPES = (*IMAGE_TYPES, "application/json", "application/x-npy")
 # Far above any classifier input, far below what a 6 MiB PNG can claim to decompress into.
 MAX_SIDE = 4096
 _NPY_SHAPES = "(H, W, 3), (N, H, W, 3), (H, W) or (N, H, W)"
+# Peak memory of decoding one pixel with PIL: its own 4-byte pixels, a converted copy, then the RGB array.
+DECODE_BYTES_PER_PIXEL = 8
+# Called with the bytes an image is about to take while it is decoded, before decoding it; it may refuse
+# with a BadRequest (the server's budget of decoded images in flight, serve/app.py).
+Reserve = Callable[[int], None]
 _WHITESPACE = re.compile(rb"\s+")
 
 
@@ -61,20 +66,25 @@ def decode(content_type: str | None, body: bytes, max_images: int) -> list[np.nd
 
 
 def decode_request(
-    content_type: str | None, body: bytes, max_images: int
+    content_type: str | None, body: bytes, max_images: int, reserve: Reserve | None = None
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """`decode`, plus the JSON body's `"parameters"` object ({} when there is none or no JSON)."""
+    """`decode`, plus the JSON body's `"parameters"` object ({} when there is none or no JSON). Each
+    image's decoding memory is offered to `reserve` first, once its header has given its size."""
     kind = check_content_type(content_type)
     decoder = _DECODERS[kind]
     if not body:
         raise BadRequest(400, f"empty request body: send {kind} data")
-    images, parameters = decoder(body, max_images)
+    images, parameters = decoder(body, max_images, reserve or _unlimited)
     if len(images) > max_images:
         raise BadRequest(400, f"too many images: {len(images)} in one request, the limit is {max_images}")
     return images, parameters
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def _unlimited(nbytes: int) -> None:
+    pass
+
+
+def decode_image(data: bytes, reserve: Reserve = _unlimited) -> np.ndarray:
     """A PNG or JPEG file to (H, W, 3) uint8 RGB; grayscale, palette and alpha images are converted."""
     try:
         # PIL warns (rather than raises) on large images; a warning here is a refusal, not a log line.
@@ -82,6 +92,7 @@ def decode_image(data: bytes) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
                 _check_size(*img.size)
+                reserve(img.size[0] * img.size[1] * DECODE_BYTES_PER_PIXEL)  # before a pixel is decoded
                 if img.mode.startswith("I;16"):
                     # 16-bit grayscale PNG: PIL's convert() clips every value above 255 to white instead
                     # of scaling; keep the high byte, as PIL itself does for 16-bit RGB.
@@ -170,11 +181,11 @@ def _check_size(width: int, height: int) -> None:
 _Decoded = tuple[list[np.ndarray], dict[str, Any]]
 
 
-def _single_image(body: bytes, max_images: int) -> _Decoded:
-    return [decode_image(body)], {}
+def _single_image(body: bytes, max_images: int, reserve: Reserve) -> _Decoded:
+    return [decode_image(body, reserve)], {}
 
 
-def _json_instances(body: bytes, max_images: int) -> _Decoded:
+def _json_instances(body: bytes, max_images: int, reserve: Reserve) -> _Decoded:
     try:
         payload = json.loads(body)
     # ValueError: besides JSONDecodeError and UnicodeDecodeError, an integer past Python's 4300-digit
@@ -197,7 +208,7 @@ def _json_instances(body: bytes, max_images: int) -> _Decoded:
     images = []
     for index, instance in enumerate(instances):
         try:
-            images.append(decode_image(_b64_instance(instance)))
+            images.append(decode_image(_b64_instance(instance), reserve))
         except BadRequest as exc:
             raise BadRequest(exc.status, f"instances[{index}]: {exc.message}") from exc
     return images, parameters
@@ -216,7 +227,7 @@ def _b64_instance(instance: object) -> bytes:
         raise BadRequest(400, f"invalid base64: {exc}") from exc
 
 
-def _npy_array(body: bytes, max_images: int) -> _Decoded:
+def _npy_array(body: bytes, max_images: int, reserve: Reserve) -> _Decoded:
     array = _read_npy(body)
     shape = array.shape
     if array.ndim == 2 or (array.ndim == 3 and shape[-1] == 3):
@@ -232,6 +243,7 @@ def _npy_array(body: bytes, max_images: int) -> _Decoded:
     _check_size(width=batch.shape[2], height=batch.shape[1])
     if len(batch) > max_images:
         raise BadRequest(400, f"too many images: {len(batch)} in one request, the limit is {max_images}")
+    reserve(math.prod(batch.shape[:3]) * 3)  # the uint8 RGB copy made from the body's array
     pixels = _npy_pixels(batch)
     if pixels.ndim == 3:  # grayscale to RGB
         pixels = np.repeat(pixels[..., None], 3, axis=-1)
@@ -274,7 +286,7 @@ def _npy_pixels(batch: np.ndarray) -> np.ndarray:
     raise BadRequest(400, f"unsupported dtype {batch.dtype}: send uint8 (0-255) or float in [0, 1]")
 
 
-_DECODERS: dict[str, Callable[[bytes, int], _Decoded]] = {
+_DECODERS: dict[str, Callable[[bytes, int, Reserve], _Decoded]] = {
     **dict.fromkeys(IMAGE_TYPES, _single_image),
     "application/json": _json_instances,
     "application/x-npy": _npy_array,

@@ -34,6 +34,7 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker real-time endpoints refuse larger requests anyway
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_CONCURRENCY = 64
+DEFAULT_MAX_DECODED_MB = 1024
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_WAIT_MS = 10
 # serve.predictor.LAYOUTS, named here so that parsing flags does not import torch (a unit test ties them).
@@ -48,6 +49,10 @@ environment:
   MLOPS_MAX_BATCH          most images in one request (default {DEFAULT_MAX_BATCH}); more -> 400
   MLOPS_MAX_CONCURRENCY    invocations admitted at once (default {DEFAULT_MAX_CONCURRENCY}); more -> 503 with
                            Retry-After: 1, so memory stays bounded under overload and /ping stays healthy
+  MLOPS_MAX_DECODED_MB     memory the images being decoded or waiting for the model may take, all
+                           requests together, counted from their headers before decoding at 8 bytes a
+                           pixel (default {DEFAULT_MAX_DECODED_MB}); an image that does not fit beside the
+                           others -> 503 with Retry-After: 1, one larger than all of it -> 413
   MLOPS_BATCH_MAX_SIZE     most images in one forward pass of the dynamic batcher (default
                            {DEFAULT_BATCH_SIZE}); requests that arrive while the model is busy share its next
                            pass; 1 turns batching off
@@ -89,6 +94,7 @@ class Settings:
     max_batch: int
     torch_threads: int | None
     max_concurrency: int
+    max_decoded_mb: int = DEFAULT_MAX_DECODED_MB
     batch_max_size: int = DEFAULT_BATCH_SIZE
     batch_max_wait_ms: int = DEFAULT_BATCH_WAIT_MS
     decode_threads: int | None = None
@@ -141,6 +147,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             max_batch=_env_int("MLOPS_MAX_BATCH", DEFAULT_MAX_BATCH, 1),
             torch_threads=_env_int("MLOPS_TORCH_THREADS", 0, 1) or None,
             max_concurrency=_env_int("MLOPS_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
+            max_decoded_mb=_env_int("MLOPS_MAX_DECODED_MB", DEFAULT_MAX_DECODED_MB, 1),
             batch_max_size=_env_int("MLOPS_BATCH_MAX_SIZE", DEFAULT_BATCH_SIZE, 1),
             batch_max_wait_ms=_env_int("MLOPS_BATCH_MAX_WAIT_MS", DEFAULT_BATCH_WAIT_MS, 0),
             decode_threads=_env_int("MLOPS_DECODE_THREADS", 0, 1) or None,
@@ -230,6 +237,7 @@ def _serve(
         max_payload_bytes=settings.max_payload_bytes,
         max_batch=settings.max_batch,
         max_concurrency=settings.max_concurrency,
+        max_decoded_bytes=settings.max_decoded_mb * 1024 * 1024,
     )
     batching = Batching(max_size=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1000)
     config = uvicorn.Config(

@@ -454,6 +454,42 @@ def test_over_the_concurrency_limit_requests_get_503_with_retry_after_and_ping_s
         stop(running)
 
 
+def test_decoding_memory_in_flight_is_bounded_and_given_back(
+    artifact: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """MLOPS_MAX_DECODED_MB=1: a 512x512 image (2 MB to decode) can never fit (413); 300x300 ones (0.7
+    MB each) fit one at a time, so callers who overlap get 503 + Retry-After, and the budget is whole
+    again once they are answered."""
+    env = server_env(MLOPS_MAX_DECODED_MB="1", MLOPS_TORCH_THREADS="1")
+    running = launch(["--model-dir", str(artifact[0]), "--host", "127.0.0.1"], tmp_path, env)
+    rng = np.random.default_rng(3)
+    medium = encode(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8), "PNG")
+    try:
+        with httpx.Client(base_url=running.url, timeout=30) as client:
+            huge = invoke(client, encode(np.zeros((512, 512, 3), np.uint8), "PNG"), "image/png")
+            assert huge.status_code == 413
+            assert "needs about 2.0 MB to decode" in huge.json()["error"]
+            assert "MLOPS_MAX_DECODED_MB" in huge.json()["error"]
+
+        def storm(_: int) -> list[httpx.Response]:
+            with httpx.Client(base_url=running.url, timeout=30) as client:
+                return [invoke(client, medium, "image/png") for _ in range(15)]
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = [r for batch in pool.map(storm, range(6)) for r in batch]
+        statuses = {r.status_code for r in answers}
+        assert statuses <= {200, 503}, statuses
+        refused = [r for r in answers if r.status_code == 503]
+        assert refused, "six callers of 0.7 MB images never overlapped in a 1 MB budget"
+        assert all(r.headers["retry-after"] == "1" for r in refused)
+        assert "of 1.0 MB of decoding memory" in refused[0].json()["error"]
+        assert any(r.status_code == 200 for r in answers)
+        with httpx.Client(base_url=running.url, timeout=30) as client:  # every reservation was given back
+            assert [invoke(client, medium, "image/png").status_code for _ in range(3)] == [200] * 3
+    finally:
+        stop(running)
+
+
 # --- the process: flags, environment, refusal to start, shutdown ----------------------------------------
 
 

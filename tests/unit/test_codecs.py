@@ -328,3 +328,31 @@ def test_only_single_images_and_small_arrays_count_as_cheap_to_decode() -> None:
     assert cheap_to_decode("application/x-npy", bytes(1000), 256 * 256)
     assert not cheap_to_decode("application/x-npy", bytes(256 * 256 * 3 + 1), 256 * 256)
     assert cheap_to_decode("image/png", b"not an image", 256 * 256)  # fails at once when decoded
+
+
+def test_each_image_offers_its_decoding_memory_before_it_is_decoded() -> None:
+    from serve.codecs import DECODE_BYTES_PER_PIXEL, decode_request
+
+    asked: list[int] = []
+    decode_request("image/png", png_bytes(32), 4, asked.append)
+    assert asked == [32 * 32 * DECODE_BYTES_PER_PIXEL]
+    asked.clear()
+    text = base64.b64encode(encode(np.zeros((20, 10, 3), np.uint8), "PNG")).decode()
+    decode_request("application/json", json.dumps({"instances": [text, text]}).encode(), 4, asked.append)
+    assert asked == [20 * 10 * DECODE_BYTES_PER_PIXEL] * 2
+    asked.clear()
+    decode_request("application/x-npy", npy(np.zeros((3, 8, 6), dtype=np.float32)), 4, asked.append)
+    assert asked == [3 * 8 * 6 * 3]  # the uint8 RGB copy
+
+
+def test_a_refused_reservation_stops_the_decode_before_any_pixel() -> None:
+    from serve.codecs import decode_request
+
+    def refuse(nbytes: int) -> None:
+        raise BadRequest(503, f"no room for {nbytes} bytes")
+
+    big = io.BytesIO()
+    Image.new("RGB", (2048, 2048)).save(big, format="PNG")
+    with pytest.raises(BadRequest) as refused:
+        decode_request("image/png", big.getvalue(), 4, refuse)
+    assert refused.value.status == 503 and str(2048 * 2048 * 8) in refused.value.message
