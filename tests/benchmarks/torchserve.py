@@ -268,7 +268,7 @@ def run(
         described = server.describe()
         serving.check_answer(f"http://127.0.0.1:{server.inference}/predictions/{MODEL}", pngs[0])
         path = f"/predictions/{MODEL}"
-        loads, _cpu = serving.measure_load("127.0.0.1", server.inference, path, pngs, timing)
+        loads, _inside = serving.measure_load("127.0.0.1", server.inference, path, pngs, timing)
     finally:
         server.stop()
     for c, run in loads.items():
